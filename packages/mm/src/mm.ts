@@ -1,0 +1,344 @@
+import {
+  alignUp,
+  HPAGE_PMD_SIZE,
+  hex,
+  MADV_DONTNEED,
+  MADV_HUGEPAGE,
+  MADV_NOHUGEPAGE,
+  MAP_ANONYMOUS,
+  MAP_FIXED,
+  MAP_FIXED_NOREPLACE,
+  MAP_NORESERVE,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  MMAP_MIN_ADDR,
+  PAGE_SIZE,
+  PROT_READ,
+  PROT_WRITE,
+  TASK_SIZE,
+} from "./constants.js";
+import { MmError } from "./errors.js";
+import { FRAME_SHMEM } from "./frame-pool.js";
+import type { Machine } from "./machine.js";
+import { changeProtection } from "./mprotect.js";
+import { MmuNotifierSubscriptions, MmuNotifyEvent } from "./notifier.js";
+import { PageTable } from "./page-table.js";
+import { ShmemObject } from "./shmem.js";
+import { THP_ADVICE_HUGEPAGE, THP_ADVICE_NOHUGEPAGE, THP_ADVICE_NONE, Vma, VmaList } from "./vma.js";
+import { zapRange } from "./zap.js";
+
+/** Arguments of {@link Mm.mmap}. */
+export interface MmapOptions {
+  /** Hint address, or the exact address with MAP_FIXED / MAP_FIXED_NOREPLACE. */
+  addr?: number;
+  /** Bytes; rounded up to whole pages. */
+  length: number;
+  /** PROT_READ | PROT_WRITE, or PROT_NONE. */
+  prot: number;
+  /** MAP_PRIVATE or MAP_SHARED, with MAP_ANONYMOUS; optionally MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_NORESERVE. */
+  flags: number;
+}
+
+function checkAddr(op: string, addr: number): void {
+  if (!Number.isSafeInteger(addr) || addr < 0)
+    throw new MmError("EINVAL", `${op}: address ${addr} is not a valid address`);
+  if (addr % PAGE_SIZE !== 0) throw new MmError("EINVAL", `${op}: address ${hex(addr)} is not page aligned`);
+}
+
+function checkLength(op: string, len: number): void {
+  if (!Number.isSafeInteger(len) || len < 0)
+    throw new MmError("EINVAL", `${op}: length ${len} is not a valid length`);
+}
+
+/**
+ * One simulated address space (the kernel's mm_struct): VMAs, the CPU page table, MMU notifier
+ * subscriptions and RSS counters, with the memory syscalls. Errors are those Linux returns for
+ * the same arguments, thrown as MmError with the errno name.
+ */
+export class Mm {
+  readonly pt = new PageTable();
+  readonly vmas = new VmaList();
+  readonly notifiers: MmuNotifierSubscriptions;
+  /** Anonymous pages mapped (4 KiB units). */
+  rssAnon = 0;
+  /** Shared (shmem) pages mapped. */
+  rssShmem = 0;
+  /** Device-private entries (pages living in device memory). */
+  rssDevice = 0;
+  exited = false;
+
+  constructor(
+    readonly machine: Machine,
+    readonly id: number,
+  ) {
+    this.notifiers = new MmuNotifierSubscriptions(id, machine.stats.notifier);
+  }
+
+  /** @internal Drop `n` pages of RSS for the folio of `pfn`. */
+  rssDrop(pfn: number, n: number): void {
+    if (this.machine.pool.flags[pfn] & FRAME_SHMEM) this.rssShmem -= n;
+    else this.rssAnon -= n;
+  }
+
+  /** The VMA containing `va`, or null. */
+  findVma(va: number): Vma | null {
+    return this.vmas.find(va);
+  }
+
+  private checkAlive(op: string): void {
+    if (this.exited) throw new MmError("EINVAL", `${op}: the address space has exited`, "MM_EXITED");
+  }
+
+  // ---- mmap / munmap ------------------------------------------------------------------------
+
+  /** mmap(2) of anonymous memory; returns the start address. */
+  mmap(opts: MmapOptions): number {
+    this.checkAlive("mmap");
+    const { length, prot, flags } = opts;
+    checkLength("mmap", length);
+    if (length === 0) throw new MmError("EINVAL", "mmap: length is 0");
+    if ((prot & ~(PROT_READ | PROT_WRITE)) !== 0)
+      throw new MmError("EINVAL", `mmap: unsupported prot ${prot}`);
+    const type = flags & (MAP_SHARED | MAP_PRIVATE);
+    if (type !== MAP_SHARED && type !== MAP_PRIVATE) {
+      throw new MmError("EINVAL", "mmap: flags must contain exactly one of MAP_SHARED and MAP_PRIVATE");
+    }
+    if (!(flags & MAP_ANONYMOUS))
+      throw new MmError("EINVAL", "mmap: only MAP_ANONYMOUS mappings are simulated");
+    const len = alignUp(length, PAGE_SIZE);
+    if (len > TASK_SIZE) throw new MmError("ENOMEM", `mmap: length ${len} exceeds the address space`);
+    const fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) !== 0;
+    let addr: number;
+    if (fixed) {
+      addr = opts.addr ?? Number.NaN;
+      checkAddr("mmap", addr);
+      if (addr + len > TASK_SIZE)
+        throw new MmError("ENOMEM", `mmap: [${hex(addr)}, +${len}) is beyond TASK_SIZE`);
+      if (this.vmas.intersects(addr, addr + len)) {
+        if (flags & MAP_FIXED_NOREPLACE) {
+          throw new MmError(
+            "EEXIST",
+            `mmap: MAP_FIXED_NOREPLACE range [${hex(addr)}, ${hex(addr + len)}) is in use`,
+          );
+        }
+        this.munmap(addr, len);
+      }
+    } else {
+      addr = this.getUnmappedArea(opts.addr, len);
+    }
+    const shared = type === MAP_SHARED;
+    const shmem = shared ? new ShmemObject(this.machine.newShmemId(), len / PAGE_SIZE) : null;
+    if (shmem) shmem.users = 1;
+    const vma = new Vma(
+      addr,
+      addr + len,
+      prot,
+      shared,
+      THP_ADVICE_NONE,
+      (flags & MAP_NORESERVE) !== 0,
+      0,
+      shmem,
+      0,
+    );
+    this.vmas.insert(vma);
+    this.vmas.mergeAround(addr, addr + len);
+    return addr;
+  }
+
+  private getUnmappedArea(hint: number | undefined, len: number): number {
+    if (hint !== undefined) {
+      const h = alignUp(hint, PAGE_SIZE);
+      if (h >= MMAP_MIN_ADDR && h + len <= TASK_SIZE && !this.vmas.intersects(h, h + len)) return h;
+    }
+    // Anonymous mappings whose length is a multiple of 2 MiB are placed 2 MiB aligned when THP is
+    // enabled (thp_get_unmapped_area): take len + 2 MiB from the highest gap, then align.
+    const thpAlign = this.machine.config.thp !== "never" && len % HPAGE_PMD_SIZE === 0;
+    const need = thpAlign ? len + HPAGE_PMD_SIZE : len;
+    const vmas = this.vmas.vmas;
+    let hi = this.machine.config.mmapBase;
+    for (let i = vmas.length - 1; i >= -1; i--) {
+      const v = i >= 0 ? vmas[i] : null;
+      if (v !== null && v.start >= hi) continue; // above the current top
+      if (v !== null && v.end > hi) {
+        hi = v.start; // straddles the top: no gap here
+        continue;
+      }
+      const lo = v === null ? MMAP_MIN_ADDR : Math.max(v.end, MMAP_MIN_ADDR);
+      if (hi - lo >= need) {
+        const ret = hi - need;
+        if (!thpAlign) return ret;
+        const off = ret % HPAGE_PMD_SIZE;
+        return off === 0 ? ret + HPAGE_PMD_SIZE : ret + (HPAGE_PMD_SIZE - off);
+      }
+      if (v !== null) hi = v.start;
+    }
+    throw new MmError(
+      "ENOMEM",
+      `mmap: no free range of ${len} bytes below ${hex(this.machine.config.mmapBase)}`,
+    );
+  }
+
+  /** munmap(2). Holes in the range are ignored, as in Linux. */
+  munmap(addr: number, length: number): void {
+    this.checkAlive("munmap");
+    checkAddr("munmap", addr);
+    checkLength("munmap", length);
+    if (length === 0) throw new MmError("EINVAL", "munmap: length is 0");
+    const len = alignUp(length, PAGE_SIZE);
+    if (addr > TASK_SIZE || len > TASK_SIZE - addr) {
+      throw new MmError("EINVAL", `munmap: [${hex(addr)}, +${len}) is beyond TASK_SIZE`);
+    }
+    const end = addr + len;
+    if (!this.vmas.intersects(addr, end)) return;
+    this.vmas.splitAt(addr);
+    this.vmas.splitAt(end);
+    const i = this.vmas.indexFrom(addr);
+    const first = this.vmas.vmas[i];
+    const removed = this.vmas.removeRange(addr, end);
+    const last = removed[removed.length - 1];
+    this.notifiers.invalidate(first.start, last.end, MmuNotifyEvent.UNMAP, null, () => {
+      for (const v of removed) zapRange(this, v.start, v.end);
+    });
+    for (const v of removed) this.releaseVma(v);
+  }
+
+  private releaseVma(v: Vma): void {
+    if (!v.shmem) return;
+    if (--v.shmem.users > 0) return;
+    // Last user of the shared object: drop the page-cache references.
+    const pool = this.machine.pool;
+    const pages = v.shmem.pages;
+    for (let i = 0; i < pages.length; i++) {
+      if (pages[i] !== 0) {
+        pool.put(pages[i] - 1);
+        pages[i] = 0;
+      }
+    }
+  }
+
+  // ---- mprotect -----------------------------------------------------------------------------
+
+  /**
+   * mprotect(2). A hole in the range gives ENOMEM after the part before the hole was changed,
+   * as in Linux. A zero length succeeds without doing anything.
+   */
+  mprotect(addr: number, length: number, prot: number): void {
+    this.checkAlive("mprotect");
+    checkAddr("mprotect", addr);
+    checkLength("mprotect", length);
+    if ((prot & ~(PROT_READ | PROT_WRITE)) !== 0)
+      throw new MmError("EINVAL", `mprotect: unsupported prot ${prot}`);
+    if (length === 0) return;
+    const end = addr + alignUp(length, PAGE_SIZE);
+    if (end > TASK_SIZE + PAGE_SIZE)
+      throw new MmError("ENOMEM", `mprotect: [${hex(addr)}, ${hex(end)}) wraps`);
+    let v = this.vmas.vmas[this.vmas.indexFrom(addr)];
+    if (v === undefined || v.start > addr) {
+      throw new MmError("ENOMEM", `mprotect: ${hex(addr)} is not mapped`);
+    }
+    let cur = addr;
+    while (cur < end) {
+      v = this.vmas.vmas[this.vmas.indexFrom(cur)];
+      if (v === undefined || v.start > cur) {
+        throw new MmError(
+          "ENOMEM",
+          `mprotect: hole at ${hex(cur)} inside [${hex(addr)}, ${hex(end)}); the part before it was changed`,
+        );
+      }
+      const segEnd = Math.min(end, v.end);
+      this.applyToRange(cur, segEnd, (vma) => {
+        if (vma.prot !== prot) {
+          vma.prot = prot;
+          changeProtection(this, vma, vma.start, vma.end);
+        }
+      });
+      cur = segEnd;
+    }
+    this.vmas.mergeAround(addr, end);
+  }
+
+  /** Split VMAs so that [start, end) (inside one VMA) is its own VMA, then apply `fn` to it. */
+  private applyToRange(start: number, end: number, fn: (vma: Vma) => void): void {
+    this.vmas.splitAt(start);
+    this.vmas.splitAt(end);
+    fn(this.vmas.find(start)!);
+  }
+
+  // ---- madvise ------------------------------------------------------------------------------
+
+  /**
+   * madvise(2) with MADV_DONTNEED, MADV_HUGEPAGE or MADV_NOHUGEPAGE. The advice is applied to every
+   * mapped part of the range; if the range had a hole the call then fails with ENOMEM, as in Linux.
+   */
+  madvise(addr: number, length: number, advice: number): void {
+    this.checkAlive("madvise");
+    checkAddr("madvise", addr);
+    checkLength("madvise", length);
+    if (advice !== MADV_DONTNEED && advice !== MADV_HUGEPAGE && advice !== MADV_NOHUGEPAGE) {
+      throw new MmError("EINVAL", `madvise: unsupported advice ${advice}`);
+    }
+    const end = addr + alignUp(length, PAGE_SIZE);
+    if (end === addr) return;
+    let hole = false;
+    let cur = addr;
+    while (cur < end) {
+      const v = this.vmas.vmas[this.vmas.indexFrom(cur)];
+      if (v === undefined || v.start >= end) {
+        hole = true;
+        break;
+      }
+      if (v.start > cur) {
+        hole = true;
+        cur = v.start;
+      }
+      const segEnd = Math.min(end, v.end);
+      if (advice === MADV_DONTNEED) {
+        const s = cur;
+        this.notifiers.invalidate(s, segEnd, MmuNotifyEvent.CLEAR, null, () => zapRange(this, s, segEnd));
+      } else {
+        const want = advice === MADV_HUGEPAGE ? THP_ADVICE_HUGEPAGE : THP_ADVICE_NOHUGEPAGE;
+        if (v.thpAdvice !== want) this.applyToRange(cur, segEnd, (vma) => (vma.thpAdvice = want));
+      }
+      cur = segEnd;
+    }
+    if (advice !== MADV_DONTNEED) this.vmas.mergeAround(addr, end);
+    if (hole)
+      throw new MmError(
+        "ENOMEM",
+        `madvise: [${hex(addr)}, ${hex(end)}) includes unmapped memory; the mapped parts were advised`,
+      );
+  }
+
+  // ---- exit ---------------------------------------------------------------------------------
+
+  /**
+   * Tear the address space down (exit_mmap): every interval notifier gets RELEASE over the whole
+   * address space, then all mappings are unmapped and all page tables freed.
+   */
+  exit(): void {
+    if (this.exited) return;
+    if (this.notifiers.size > 0)
+      this.notifiers.invalidate(0, TASK_SIZE, MmuNotifyEvent.RELEASE, null, () => {});
+    const vmas = this.vmas.vmas;
+    if (vmas.length > 0) {
+      const removed = vmas.splice(0, vmas.length);
+      this.notifiers.invalidate(
+        removed[0].start,
+        removed[removed.length - 1].end,
+        MmuNotifyEvent.UNMAP,
+        null,
+        () => {
+          for (const v of removed) zapRange(this, v.start, v.end);
+        },
+      );
+      for (const v of removed) this.releaseVma(v);
+    }
+    this.exited = true;
+    this.machine.mms.delete(this);
+  }
+
+  /** Total mapped pages of every kind (anon + shmem + device-private). */
+  get rss(): number {
+    return this.rssAnon + this.rssShmem + this.rssDevice;
+  }
+}

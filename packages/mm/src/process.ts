@@ -1,0 +1,219 @@
+import { alignDown, hex, PAGE_SIZE } from "./constants.js";
+import {
+  ENTRY_DIRTY,
+  ENTRY_KIND_MASK,
+  ENTRY_NONE,
+  ENTRY_YOUNG,
+  entryReadable,
+  entryWritable,
+} from "./entry.js";
+import { MmError, SegvError } from "./errors.js";
+import { FAULT_FLAG_WRITE, handleMmFault, VM_FAULT_OOM, VM_FAULT_RETRY } from "./fault.js";
+import { dupMm } from "./fork.js";
+import type { Machine } from "./machine.js";
+import type { Mm } from "./mm.js";
+
+/** Result codes of {@link Process.accessPage}. */
+export const ACCESS_OK = 0;
+/** No VMA at the address (SIGSEGV, SEGV_MAPERR). */
+export const ACCESS_SEGV_MAPERR = 1;
+/** The VMA forbids the access (SIGSEGV, SEGV_ACCERR). */
+export const ACCESS_SEGV_ACCERR = 2;
+/** The page is being migrated; the access must wait for the migration to finish and retry. */
+export const ACCESS_WAIT_MIGRATION = 3;
+/** The fault could not allocate memory. */
+export const ACCESS_OOM = 4;
+/** The fault failed (SIGBUS), e.g. device memory could not be migrated back. */
+export const ACCESS_SIGBUS = 5;
+
+/** Outcome of {@link Process.touch}. */
+export interface TouchResult {
+  /**
+   * Page faults the touch took. The access that raises SIGSEGV is not one (the kernel refuses it
+   * before handle_mm_fault); a real process may count one more, taken writing the signal frame.
+   */
+  faults: number;
+  /** Address of the access that raised SIGSEGV, or -1. */
+  segvAt: number;
+}
+
+/** Stamp a CPU write uses when the caller gives none: derived from the page's address. */
+export function defaultStamp(pageVa: number): number {
+  return (Math.floor(pageVa / PAGE_SIZE) * 0x9e3779b1) | 0;
+}
+
+/**
+ * A simulated process: an address space plus a CPU thread that reads and writes it through the
+ * page-fault handler. Every access goes page by page: if the CPU entry allows it, no fault;
+ * otherwise one page fault (counted in `minorFaults`), handled as the kernel would.
+ */
+export class Process {
+  /** Page faults handled for this process's CPU accesses (ru_minflt). */
+  minorFaults = 0;
+  /** Frame (or zero-page frame) the last successful accessPage resolved to. */
+  lastPfn = -1;
+  exited = false;
+
+  constructor(
+    readonly machine: Machine,
+    readonly pid: number,
+    readonly mm: Mm,
+    readonly parent: Process | null,
+  ) {}
+
+  /** fork(): a child process with a copy-on-write copy of this address space. */
+  fork(): Process {
+    if (this.exited) throw new MmError("EINVAL", `fork: process ${this.pid} has exited`);
+    const child = new Process(this.machine, this.machine.newPid(), this.machine.newMm(), this);
+    dupMm(this.mm, child.mm);
+    return child;
+  }
+
+  /** exit(): tear the address space down; its frames are freed unless another process maps them. */
+  exit(): void {
+    if (this.exited) return;
+    this.mm.exit();
+    this.exited = true;
+  }
+
+  /**
+   * One CPU access to the page at `va`. Returns ACCESS_OK (and sets `lastPfn`) or one of the
+   * ACCESS_* failure codes. Allocation-free: this is the CPU side of every workload.
+   */
+  accessPage(va: number, write: boolean): number {
+    const mm = this.mm;
+    const pt = mm.pt;
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const slot = pt.pmdSlot(va);
+      if (slot >= 0) {
+        const leaf = pt.pmdChild[slot] - 1;
+        const idx = Math.floor(va / PAGE_SIZE) & 511;
+        if (leaf >= 0) {
+          const pos = leaf * 512 + idx;
+          const f = pt.pteFlags[pos];
+          if (write ? entryWritable(f) : entryReadable(f)) {
+            pt.pteFlags[pos] = f | ENTRY_YOUNG | (write ? ENTRY_DIRTY : 0);
+            this.lastPfn = pt.ptePfn[pos];
+            return ACCESS_OK;
+          }
+        } else {
+          const f = pt.pmdFlags[slot];
+          if ((f & ENTRY_KIND_MASK) !== ENTRY_NONE && (write ? entryWritable(f) : entryReadable(f))) {
+            pt.pmdFlags[slot] = f | ENTRY_YOUNG | (write ? ENTRY_DIRTY : 0);
+            this.lastPfn = pt.pmdPfn[slot] + idx;
+            return ACCESS_OK;
+          }
+        }
+      }
+      const vma = mm.findVma(va);
+      if (vma === null) {
+        this.machine.stats.segv++;
+        return ACCESS_SEGV_MAPERR;
+      }
+      if (write ? !vma.writable : !vma.readable) {
+        this.machine.stats.segv++;
+        return ACCESS_SEGV_ACCERR;
+      }
+      this.minorFaults++;
+      const r = handleMmFault(mm, vma, va, write ? FAULT_FLAG_WRITE : 0);
+      if (r & VM_FAULT_RETRY) return ACCESS_WAIT_MIGRATION;
+      if (r & VM_FAULT_OOM) return ACCESS_OOM;
+      if (r !== 0) return ACCESS_SIGBUS;
+    }
+    throw new MmError("EFAULT", `page fault at ${hex(va)} did not resolve after 8 attempts`, "FAULT_LOOP");
+  }
+
+  private fail(code: number, va: number, write: boolean): never {
+    const access = write ? "write" : "read";
+    switch (code) {
+      case ACCESS_SEGV_MAPERR:
+        throw new SegvError(va, "no-vma", access);
+      case ACCESS_SEGV_ACCERR:
+        throw new SegvError(va, "access", access);
+      case ACCESS_WAIT_MIGRATION:
+        throw new MmError(
+          "EBUSY",
+          `${access} at ${hex(va)} hit a migration entry; retry after the migration completes`,
+          "MIGRATION_WAIT",
+        );
+      case ACCESS_OOM:
+        throw new MmError(
+          "ENOMEM",
+          `out of memory handling a ${access} fault at ${hex(va)}`,
+          "OUT_OF_MEMORY",
+        );
+      default:
+        throw new MmError("EFAULT", `SIGBUS on ${access} at ${hex(va)}`, "SIGBUS");
+    }
+  }
+
+  /**
+   * One access (a read, or a stamped write) at `va`, `va + 4096`, ... while below `va + len`, like
+   * the mmoracle `touch`. Stops at the first access that raises SIGSEGV and reports it; other
+   * failures throw.
+   */
+  touch(va: number, len: number, write: boolean, stamp?: number): TouchResult {
+    const before = this.minorFaults;
+    const end = va + len;
+    const content = this.machine.pool.content;
+    for (let q = va; q < end; q += PAGE_SIZE) {
+      const p = alignDown(q, PAGE_SIZE);
+      const r = this.accessPage(p, write);
+      if (r === ACCESS_SEGV_MAPERR || r === ACCESS_SEGV_ACCERR)
+        return { faults: this.minorFaults - before, segvAt: q };
+      if (r !== ACCESS_OK) this.fail(r, p, write);
+      if (write) content.stamp(this.lastPfn, stamp ?? defaultStamp(p));
+    }
+    return { faults: this.minorFaults - before, segvAt: -1 };
+  }
+
+  /** Stamp every page of [va, va + len) (a page-granular write of generated data; both content modes). */
+  writeStamp(va: number, len: number, stamp: number): void {
+    const end = va + len;
+    const content = this.machine.pool.content;
+    for (let p = alignDown(va, PAGE_SIZE); p < end; p += PAGE_SIZE) {
+      const r = this.accessPage(p, true);
+      if (r !== ACCESS_OK) this.fail(r, p, true);
+      content.stamp(this.lastPfn, stamp);
+    }
+  }
+
+  /** Write `data` at `va` (bytes content mode). */
+  write(va: number, data: Uint8Array): void {
+    const content = this.machine.pool.content;
+    let done = 0;
+    while (done < data.length) {
+      const a = va + done;
+      const off = a % PAGE_SIZE;
+      const n = Math.min(PAGE_SIZE - off, data.length - done);
+      const r = this.accessPage(a - off, true);
+      if (r !== ACCESS_OK) this.fail(r, a, true);
+      content.writeBytes(this.lastPfn, off, data, done, n);
+      done += n;
+    }
+  }
+
+  /** Read `len` bytes at `va` (bytes content mode). */
+  read(va: number, len: number): Uint8Array {
+    const out = new Uint8Array(len);
+    const content = this.machine.pool.content;
+    let done = 0;
+    while (done < len) {
+      const a = va + done;
+      const off = a % PAGE_SIZE;
+      const n = Math.min(PAGE_SIZE - off, len - done);
+      const r = this.accessPage(a - off, false);
+      if (r !== ACCESS_OK) this.fail(r, a, false);
+      content.readBytes(this.lastPfn, off, out, done, n);
+      done += n;
+    }
+    return out;
+  }
+
+  /** Content hash of the page at `va` as the CPU reads it (faulting it in for read). */
+  readPageHash(va: number): number {
+    const r = this.accessPage(alignDown(va, PAGE_SIZE), false);
+    if (r !== ACCESS_OK) this.fail(r, va, false);
+    return this.machine.pool.content.hash(this.lastPfn);
+  }
+}

@@ -1,0 +1,77 @@
+import { alignDown, HPAGE_PMD_NR, HPAGE_PMD_SIZE } from "./constants.js";
+import {
+  ENTRY_DIRTY,
+  ENTRY_KIND_MASK,
+  ENTRY_PRESENT,
+  ENTRY_PROTNONE,
+  ENTRY_WRITE,
+  ENTRY_YOUNG,
+  ENTRY_ZERO,
+} from "./entry.js";
+import { ZERO_PFN } from "./frame-pool.js";
+import type { Mm } from "./mm.js";
+import { MmuNotifyEvent } from "./notifier.js";
+import { THP_ADVICE_HUGEPAGE, THP_ADVICE_NOHUGEPAGE, type Vma } from "./vma.js";
+
+/**
+ * True if a fault at `addr` in `vma` may map a PMD-sized THP: THP is enabled for the VMA (the
+ * machine's `thp` mode and the VMA's MADV_HUGEPAGE / MADV_NOHUGEPAGE advice), the VMA is private
+ * anonymous (shared anonymous memory is shmem, whose THP mode is `never` by default), and the
+ * aligned 2 MiB range around `addr` lies inside the VMA.
+ */
+export function thpSuitable(mm: Mm, vma: Vma, addr: number): boolean {
+  if (vma.shared) return false;
+  const mode = mm.machine.config.thp;
+  if (mode === "never") return false;
+  if (vma.thpAdvice === THP_ADVICE_NOHUGEPAGE) return false;
+  if (mode === "madvise" && vma.thpAdvice !== THP_ADVICE_HUGEPAGE) return false;
+  const haddr = alignDown(addr, HPAGE_PMD_SIZE);
+  return haddr >= vma.start && haddr + HPAGE_PMD_SIZE <= vma.end;
+}
+
+/**
+ * Split the huge PMD in `slot` (mapping [haddr, haddr + 2 MiB)) into a leaf table of 512 PTEs
+ * with the same frames and permissions (__split_huge_pmd). Mirrors are told first with a CLEAR
+ * invalidation of the whole 2 MiB, as the kernel does. The folio itself stays large.
+ */
+export function splitHugePmd(mm: Mm, slot: number, haddr: number): void {
+  mm.notifiers.invalidate(haddr, haddr + HPAGE_PMD_SIZE, MmuNotifyEvent.CLEAR, null, () =>
+    splitHugePmdLocked(mm, slot),
+  );
+}
+
+/** The split itself, for callers already inside an invalidation of the PMD's range. */
+export function splitHugePmdLocked(mm: Mm, slot: number): void {
+  const pt = mm.pt;
+  const pool = mm.machine.pool;
+  const pfn = pt.pmdPfn[slot];
+  const flags = pt.pmdFlags[slot];
+  if ((flags & ENTRY_KIND_MASK) !== ENTRY_PRESENT) {
+    throw new Error(`splitHugePmd: PMD slot ${slot} does not hold a present huge entry`);
+  }
+  const leaf = pt.replaceHugeWithLeaf(slot);
+  const base = leaf * HPAGE_PMD_NR;
+  const ptePfn = pt.ptePfn;
+  const pteFlags = pt.pteFlags;
+  mm.machine.stats.thpSplitPmd++;
+  if (flags & ENTRY_ZERO) {
+    // The huge zero page splits into 512 mappings of the 4 KiB zero page.
+    const zf = ENTRY_PRESENT | ENTRY_ZERO | (flags & (ENTRY_YOUNG | ENTRY_PROTNONE));
+    ptePfn.fill(ZERO_PFN, base, base + HPAGE_PMD_NR);
+    pteFlags.fill(zf, base, base + HPAGE_PMD_NR);
+    pt.leafUsed[leaf] = HPAGE_PMD_NR;
+    return;
+  }
+  const pteBits = flags & (ENTRY_KIND_MASK | ENTRY_WRITE | ENTRY_DIRTY | ENTRY_YOUNG | ENTRY_PROTNONE);
+  for (let i = 0; i < HPAGE_PMD_NR; i++) {
+    ptePfn[base + i] = pfn + i;
+    pteFlags[base + i] = pteBits;
+  }
+  pt.leafUsed[leaf] = HPAGE_PMD_NR;
+  // One PMD mapping (one reference) becomes 512 PTE mappings (512 references).
+  const b = (pfn / HPAGE_PMD_NR) | 0;
+  pool.entireMapcount[b]--;
+  for (let i = 0; i < HPAGE_PMD_NR; i++) pool.mapcount[pfn + i]++;
+  pool.addLargeMapping(b, mm.id, HPAGE_PMD_NR - 1);
+  pool.refcount[pfn] += HPAGE_PMD_NR - 1;
+}

@@ -1,0 +1,77 @@
+import { alignDown, HPAGE_PMD_SIZE } from "./constants.js";
+import {
+  ENTRY_DEVICE_EXCLUSIVE,
+  ENTRY_DEVICE_PRIVATE,
+  ENTRY_KIND_MASK,
+  ENTRY_PRESENT,
+  ENTRY_ZERO,
+  entryOwner,
+} from "./entry.js";
+import type { Mm } from "./mm.js";
+import { MmuNotifyEvent } from "./notifier.js";
+import { rmapRemovePmd, rmapRemovePte } from "./rmap.js";
+import { splitHugePmdLocked } from "./thp.js";
+import { PageTableCursor, SEG_HUGE, SEG_TABLE } from "./walker.js";
+
+/**
+ * Clear every entry in [start, end) and drop what the entries held (zap_page_range). The caller
+ * has already sent the invalidation (UNMAP, CLEAR or RELEASE) for the range. A huge PMD only
+ * partly inside the range is split first. Emptied leaf tables are freed.
+ */
+export function zapRange(mm: Mm, start: number, end: number): void {
+  const cur = new PageTableCursor(mm.pt).reset(start, end);
+  const pt = mm.pt;
+  while (cur.next()) {
+    if (cur.kind === SEG_HUGE) {
+      const haddr = alignDown(cur.addr, HPAGE_PMD_SIZE);
+      if (cur.addr === haddr && cur.end === haddr + HPAGE_PMD_SIZE) {
+        zapHugePmd(mm, cur.slot);
+        continue;
+      }
+      // The split happens inside the caller's invalidation of [start, end); the kernel also
+      // notifies the whole PMD, and so do we, nested.
+      mm.notifiers.invalidate(haddr, haddr + HPAGE_PMD_SIZE, MmuNotifyEvent.CLEAR, null, () =>
+        splitHugePmdLocked(mm, cur.slot),
+      );
+    } else if (cur.kind !== SEG_TABLE) continue;
+    const leaf = pt.leafAt(cur.slot);
+    const base = leaf * 512;
+    for (let i = cur.index, n = cur.index + cur.count; i < n; i++) zapPte(mm, base + i);
+    pt.freeLeafIfEmpty(leaf);
+  }
+}
+
+/** Clear the PTE at `pos` and release what it referred to. */
+export function zapPte(mm: Mm, pos: number): void {
+  const pt = mm.pt;
+  const flags = pt.pteFlags[pos];
+  const kind = flags & ENTRY_KIND_MASK;
+  if (kind === 0) return;
+  const pfn = pt.ptePfn[pos];
+  pt.clearPte(pos);
+  if (kind === ENTRY_PRESENT || kind === ENTRY_DEVICE_EXCLUSIVE) {
+    if (flags & ENTRY_ZERO) return;
+    const pool = mm.machine.pool;
+    rmapRemovePte(pool, mm.id, pfn);
+    mm.rssDrop(pfn, 1);
+    pool.put(pfn);
+  } else if (kind === ENTRY_DEVICE_PRIVATE) {
+    mm.rssDevice--;
+    mm.machine.devicePagemap(entryOwner(flags)).pagePut(pfn);
+  }
+  // A migration entry holds no reference of its own: the migration in flight holds the page and
+  // will find the entry gone when it tries to restore it.
+}
+
+/** Clear the huge PMD in `slot` and release its folio. */
+export function zapHugePmd(mm: Mm, slot: number): void {
+  const pt = mm.pt;
+  const flags = pt.pmdFlags[slot];
+  const head = pt.pmdPfn[slot];
+  pt.clearPmd(slot);
+  if ((flags & ENTRY_KIND_MASK) !== ENTRY_PRESENT || flags & ENTRY_ZERO) return;
+  const pool = mm.machine.pool;
+  rmapRemovePmd(pool, mm.id, head);
+  mm.rssDrop(head, 512);
+  pool.put(head);
+}
