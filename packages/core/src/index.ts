@@ -1,1 +1,19 @@
-export {};
+import "reflect-metadata";
+
+export * from "./container.js";
+export * from "./contract.js";
+export * from "./cost-model.js";
+export * from "./device.js";
+export type { DeviceFaultResult } from "./device-fault.js";
+export * from "./device-memory.js";
+export * from "./dispatcher.js";
+export * from "./errors.js";
+export * from "./flags.js";
+export * from "./hmm-core.js";
+export type { MigrateResult } from "./migration.js";
+export * from "./plugin.js";
+export * from "./range.js";
+export * from "./scheduler.js";
+export * from "./snapshot.js";
+export * from "./stats.js";
+export * from "./tokens.js";

@@ -1,0 +1,127 @@
+/**
+ * The hmmkit driver contract: what a device driver plugin implements and what the HMM core
+ * promises when it calls it. This is Aneesh Kumar's design from the HMM v12 review: the core
+ * keeps no mirror page table; on a device fault it walks the CPU page table and calls the driver
+ * with each PTE's details, and a driver keeps its own mirror only if it needs one.
+ *
+ * Threading and locking, for every callback: the core calls a driver from one simulated thread at
+ * a time and never re-enters it. `mirror*` callbacks run after the core checked, under the
+ * driver's update lock, that no invalidation of the range ran since the walk began
+ * (mmu_interval_read_retry was false), so the entries they describe are exactly the CPU page
+ * table's entries at that moment, and any later change reaches `invalidate` first. Addresses are
+ * bytes (numbers up to 2^47), pfns are 4 KiB frame numbers, sizes are pages unless named bytes.
+ * A callback that throws fails its device only: the core detaches the driver, drops what it
+ * mirrored, brings its pages home, and reports a DriverError naming the device, the callback and
+ * the address.
+ */
+import type { MmuNotifyEvent } from "@hmmkit/mm";
+
+/** The API version of this contract. Plugins declare the version they target (semver). */
+export const HMM_API_VERSION = "1.0.0";
+
+/**
+ * Which of the two designs a driver follows: `per-pte` (Aneesh's: the core calls the driver per
+ * PTE and the driver keeps whatever mirror it wants) or `shared-mirror` (HMM v12's: the driver
+ * reads the core-maintained shared mirror `hmm_pt`, provided by @hmmkit/legacy).
+ */
+export type DriverDesign = "per-pte" | "shared-mirror";
+
+/** One translation a driver holds, as reported by {@link HmmDriver.translations}. */
+export interface DeviceTranslation {
+  /** Address space (mm id) the translation belongs to. */
+  readonly mmId: number;
+  /** Virtual address of the first page, aligned to the mapping size. */
+  readonly va: number;
+  /** First frame: a system pfn, or a device pfn when `devicePrivate`. */
+  readonly pfn: number;
+  /** Pages covered: 2^order consecutive pages and frames. */
+  readonly order: number;
+  /** The device may write through it. */
+  readonly writable: boolean;
+  /** The frame is in this device's memory. */
+  readonly devicePrivate: boolean;
+}
+
+/**
+ * A device driver. Implement at least one of `mirrorPte` and `mirrorPtes`; the core picks one
+ * (the array form if it is the only one, or if the device config asks for it) and reports its
+ * choice as `Device.callbackMode`. `mirrorPmd` is optional: without it a huge (2 MiB) CPU mapping
+ * is reported as 512 pages through the chosen form.
+ */
+export interface HmmDriver {
+  /**
+   * One CPU page-table entry, after a device fault made it valid for the requested access (or
+   * after a migration or make-exclusive put it in place). `flags` holds HMM_PFN_* bits: always
+   * VALID; WRITE if the device may write; DIRTY; ZERO for the zero page; DEVICE_PRIVATE if `pfn`
+   * is a device pfn of this device; EXCLUSIVE for exclusive access; the map order (0, or 9 when the
+   * page is part of a 2 MiB PMD reported page by page). Called once per page, in address order.
+   * Return nothing; throwing fails the device.
+   */
+  mirrorPte?(mmId: number, va: number, pfn: number, flags: number): void;
+
+  /**
+   * A whole huge PMD: 512 pages from `va` (2 MiB aligned) mapping frames `pfn`..`pfn + 511`, with
+   * `flags` as for mirrorPte and map order 9. Called once per PMD even when the fault covered only
+   * part of it (the whole PMD is valid and stable). Optional.
+   */
+  mirrorPmd?(mmId: number, va: number, pfn: number, flags: number): void;
+
+  /**
+   * The array form: `count` consecutive pages from `va`, all in one leaf table (or one huge PMD),
+   * with their frames and flags in `pfns[i]` and `flags[i]`. The arrays are the core's scratch
+   * buffers: read them during the call, do not keep them.
+   */
+  mirrorPtes?(mmId: number, va: number, count: number, pfns: Int32Array, flags: Int32Array): void;
+
+  /**
+   * The CPU page table of [start, end) in address space `mmId` is about to change (an MMU
+   * notifier invalidation). Drop every translation in the range before returning; after the
+   * return the CPU entries change and the old frames may be freed. `event` says why
+   * (MmuNotifyEvent); `owner` is the device id behind a MIGRATE or EXCLUSIVE event, if any (a
+   * MIGRATE owned by this device is the core migrating this device's pages: the core reports
+   * the result through the mirror callbacks afterwards). Called for every overlapping change,
+   * including RELEASE when the address space exits.
+   */
+  invalidate(mmId: number, start: number, end: number, event: MmuNotifyEvent, owner: number | null): void;
+
+  /**
+   * Migration to device memory: copy the page at `va` from system frame `spfn` into device
+   * frame `dpfn` (already allocated by the core in this device's memory), using
+   * `DeviceContext.dma`. `spfn` is -1 when there is no source page (a hole or the zero page):
+   * zero-fill `dpfn` instead. Not copying loses the page's data.
+   */
+  copyToDevice(mmId: number, va: number, spfn: number, dpfn: number): void;
+
+  /**
+   * Migration back to system memory (the seed's copy_from_device): copy device frame `dpfn`,
+   * which held the page at `va`, into the new system frame `spfn`. Called when the CPU touches a
+   * device-private page, on an explicit migrate-to-RAM, on eviction, and on device removal.
+   */
+  copyFromDevice(mmId: number, va: number, dpfn: number, spfn: number): void;
+
+  /** The device is being removed (after its pages went home). Free driver resources. Optional. */
+  release?(): void;
+
+  /**
+   * Every translation the driver holds now, for coherence checks. Not on any hot path. A huge
+   * translation may be reported once with order 9 or as 512 pages.
+   */
+  translations(): Iterable<DeviceTranslation>;
+}
+
+/** A driver class, constructed by the core through dependency injection (see tokens). */
+export type DriverClass = new (...args: never[]) => HmmDriver;
+
+/** What a driver package exports (as `default` or `plugin`). */
+export interface HmmPlugin {
+  /** Short name, used in messages and stats (`gpu`, `iotlb`). */
+  readonly name: string;
+  /** The contract version the driver targets (semver), e.g. "1.0.0" or "^1.0.0". */
+  readonly apiVersion: string;
+  /** Which design the driver follows. */
+  readonly design: DriverDesign;
+  /** The driver class. Constructor parameters need explicit `@inject(TOKEN)` decorators. */
+  readonly driver: DriverClass;
+  /** One-line description. */
+  readonly description?: string;
+}

@@ -1,0 +1,234 @@
+import {
+  ENTRY_DEVICE_PRIVATE,
+  ENTRY_KIND_MASK,
+  ENTRY_MIGRATION,
+  ENTRY_OWNER_MASK,
+  ENTRY_OWNER_SHIFT,
+  ENTRY_PRESENT,
+  ENTRY_PROTNONE,
+  ENTRY_WRITE,
+  FAULT_FLAG_REMOTE,
+  FAULT_FLAG_WRITE,
+  HPAGE_PMD_SIZE,
+  handleMmFault,
+  hex,
+  type Mm,
+  PAGE_SIZE,
+  VM_FAULT_OOM,
+  VM_FAULT_RETRY,
+} from "@hmmkit/mm";
+import type { Device } from "./device.js";
+import { HmmError } from "./errors.js";
+import {
+  HMM_PFN_DEVICE_PRIVATE,
+  HMM_PFN_ORDER_SHIFT,
+  HMM_PFN_VALID,
+  HMM_PFN_WRITE,
+  hmmFlagsOfPresent,
+} from "./flags.js";
+import { checkAccess, checkRange } from "./range.js";
+import type { Steps } from "./scheduler.js";
+
+/** What a device fault did. */
+export interface DeviceFaultResult {
+  /** Pages reported to the driver (a huge PMD counts its 512 pages). */
+  pages: number;
+  /** CPU faults run on the device's behalf. */
+  cpuFaults: number;
+  /** Chunks walked again because an invalidation overlapped them. */
+  retries: number;
+}
+
+const WALK_OK = 0;
+const WALK_WAIT = 1;
+const CHUNK_SEG_TABLE = 0;
+const CHUNK_SEG_HUGE = 1;
+
+/** Per-fault scratch: where the walked chunk lives and its translated flags. */
+class FaultChunk {
+  kind = CHUNK_SEG_TABLE;
+  /** First PTE position of the chunk in mm.pt.ptePfn (SEG_TABLE). */
+  pos = 0;
+  count = 0;
+  hugePfn = 0;
+  hugeFlags = 0;
+  readonly flags = new Int32Array(512);
+}
+
+/**
+ * Walk [va, end) (inside one PMD) and make every page valid for the access, as hmm_range_fault
+ * with HMM_PFN_REQ_FAULT (and REQ_WRITE) does: none entries, write-protected entries on a write
+ * fault, other devices' private pages and device-exclusive entries are faulted through
+ * handle_mm_fault; this device's private pages are reported, not faulted (dev_private_owner); a
+ * migration entry makes the walk wait. Fills `out` with the chunk's location and HMM flags.
+ */
+function walkChunk(
+  dev: Device,
+  mm: Mm,
+  va: number,
+  end: number,
+  write: boolean,
+  out: FaultChunk,
+  faults: { n: number },
+): number {
+  const pt = mm.pt;
+  const owner = dev.ownerId;
+  const n = (end - va) / PAGE_SIZE;
+  out.count = n;
+  for (let pass = 0; pass < 8; pass++) {
+    const slot = pt.pmdSlot(va);
+    let need = 0; // index of the first page that needs a fault
+    if (slot >= 0) {
+      const leaf = pt.pmdChild[slot] - 1;
+      if (leaf < 0) {
+        const f = pt.pmdFlags[slot];
+        const kind = f & ENTRY_KIND_MASK;
+        if (kind === ENTRY_PRESENT && !(f & ENTRY_PROTNONE) && (!write || f & ENTRY_WRITE)) {
+          out.kind = CHUNK_SEG_HUGE;
+          out.hugePfn = pt.pmdPfn[slot];
+          out.hugeFlags = hmmFlagsOfPresent(f) | (9 << HMM_PFN_ORDER_SHIFT);
+          return WALK_OK;
+        }
+        if (kind === ENTRY_MIGRATION) return WALK_WAIT;
+      } else {
+        const base = leaf * 512 + (Math.floor(va / PAGE_SIZE) & 511);
+        const flagsArr = pt.pteFlags;
+        const outFlags = out.flags;
+        need = n;
+        for (let i = 0; i < n; i++) {
+          const f = flagsArr[base + i];
+          const kind = f & ENTRY_KIND_MASK;
+          if (kind === ENTRY_PRESENT) {
+            if (f & ENTRY_PROTNONE || (write && !(f & ENTRY_WRITE))) {
+              need = i;
+              break;
+            }
+            outFlags[i] = hmmFlagsOfPresent(f);
+          } else if (
+            kind === ENTRY_DEVICE_PRIVATE &&
+            ((f >>> ENTRY_OWNER_SHIFT) & ENTRY_OWNER_MASK) === owner
+          ) {
+            if (write && !(f & ENTRY_WRITE)) {
+              need = i;
+              break;
+            }
+            outFlags[i] = HMM_PFN_VALID | HMM_PFN_DEVICE_PRIVATE | (f & ENTRY_WRITE ? HMM_PFN_WRITE : 0);
+          } else if (kind === ENTRY_MIGRATION) {
+            return WALK_WAIT;
+          } else {
+            need = i;
+            break;
+          }
+        }
+        if (need === n) {
+          out.kind = CHUNK_SEG_TABLE;
+          out.pos = base;
+          return WALK_OK;
+        }
+      }
+    }
+    // Fault every page from the first that needs it to the end of the chunk (hmm_vma_fault does
+    // the same), skipping pages an earlier fault already populated (a THP, fault-around); then
+    // walk again.
+    for (let i = need; i < n; i++) {
+      const a = va + i * PAGE_SIZE;
+      if (!needsFault(mm, a, write, owner)) continue;
+      const vma = mm.findVma(a);
+      if (vma === null || !vma.readable)
+        throw new HmmError("EFAULT", `device fault: ${hex(a)} is no longer mapped readable`);
+      if (write && !vma.writable)
+        throw new HmmError("EPERM", `device fault: ${hex(a)} is no longer writable`);
+      faults.n++;
+      dev.stats.cpuFaultsForDevice++;
+      const r = handleMmFault(mm, vma, a, FAULT_FLAG_REMOTE | (write ? FAULT_FLAG_WRITE : 0));
+      if (r & VM_FAULT_RETRY) return WALK_WAIT;
+      if (r & VM_FAULT_OOM) throw new HmmError("ENOMEM", `device fault: out of memory faulting ${hex(a)}`);
+      if (r !== 0)
+        throw new HmmError("EFAULT", `device fault: CPU fault at ${hex(a)} failed (vm_fault ${r})`);
+    }
+  }
+  throw new HmmError("EBUSY", `device fault: [${hex(va)}, ${hex(end)}) did not settle after 8 passes`);
+}
+
+/** True if the entry at `va` is not valid for the access by device `owner` (hmm_pte_need_fault). */
+function needsFault(mm: Mm, va: number, write: boolean, owner: number): boolean {
+  const pt = mm.pt;
+  const slot = pt.pmdSlot(va);
+  if (slot < 0) return true;
+  const leaf = pt.pmdChild[slot] - 1;
+  let f: number;
+  if (leaf < 0) f = pt.pmdFlags[slot];
+  else f = pt.pteFlags[leaf * 512 + (Math.floor(va / PAGE_SIZE) & 511)];
+  const kind = f & ENTRY_KIND_MASK;
+  if (kind === ENTRY_PRESENT) return (f & ENTRY_PROTNONE) !== 0 || (write && !(f & ENTRY_WRITE));
+  if (kind === ENTRY_DEVICE_PRIVATE && ((f >>> ENTRY_OWNER_SHIFT) & ENTRY_OWNER_MASK) === owner)
+    return write && !(f & ENTRY_WRITE);
+  return kind !== ENTRY_MIGRATION;
+}
+
+/**
+ * A device fault on [start, end) of `mm` for read or write, as a step generator. For each
+ * PMD-sized chunk: read_begin on the device's interval notifier, walk and fault (holding the
+ * mmap read lock), a preemption point, then under the driver lock read_retry: if an invalidation
+ * ran meanwhile the chunk is walked again, otherwise its entries go to the driver (per PTE, per
+ * huge PMD or as an array). Errors (EFAULT outside VMAs or on PROT_NONE, EPERM for a write to a
+ * read-only VMA) are raised before any fault or driver call.
+ */
+export function* deviceFaultSteps(
+  dev: Device,
+  mm: Mm,
+  notifierOf: (dev: Device, mm: Mm) => { readBegin(): number; readRetry(seq: number): boolean },
+  start: number,
+  end: number,
+  write: boolean,
+): Steps<DeviceFaultResult> {
+  checkRange("device fault", start, end);
+  checkAccess("device fault", mm, start, end, write);
+  const stats = dev.stats;
+  stats.deviceFaults++;
+  const notifier = notifierOf(dev, mm);
+  const chunk = new FaultChunk();
+  const faults = { n: 0 };
+  const result: DeviceFaultResult = { pages: 0, cpuFaults: 0, retries: 0 };
+  const disp = dev.dispatcher;
+  let va = start;
+  while (va < end) {
+    const pmdEnd = va - (va % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
+    const chunkEnd = pmdEnd < end ? pmdEnd : end;
+    for (;;) {
+      stats.faultChunks++;
+      const seq = notifier.readBegin();
+      if (walkChunk(dev, mm, va, chunkEnd, write, chunk, faults) === WALK_WAIT) {
+        result.retries++;
+        stats.retries++;
+        yield "fault:wait-migration";
+        continue;
+      }
+      yield "fault:walk→commit";
+      if (notifier.readRetry(seq)) {
+        result.retries++;
+        stats.retries++;
+        continue;
+      }
+      if (dev.state !== "active")
+        throw dev.failure ?? new HmmError("ENODEV", `device ${dev.name} was removed`);
+      let ok: boolean;
+      if (chunk.kind === CHUNK_SEG_HUGE) {
+        const haddr = va - (va % HPAGE_PMD_SIZE);
+        ok = disp.mirrorHuge(mm.id, haddr, chunk.hugePfn, chunk.hugeFlags);
+        result.pages += 512;
+        stats.pagesMirrored += 512;
+      } else {
+        ok = disp.mirrorRange(mm.id, va, chunk.count, mm.pt.ptePfn, chunk.pos, chunk.flags, 0);
+        result.pages += chunk.count;
+        stats.pagesMirrored += chunk.count;
+      }
+      if (!ok) throw disp.failure!;
+      break;
+    }
+    va = chunkEnd;
+    if (va < end) yield "fault:next-pmd";
+  }
+  result.cpuFaults = faults.n;
+  return result;
+}

@@ -1,0 +1,95 @@
+import type { Machine, Mm, MmuIntervalNotifier } from "@hmmkit/mm";
+import type { HmmPlugin } from "./contract.js";
+import type { DeviceMemory } from "./device-memory.js";
+import type { CallbackMode, DriverDispatcher } from "./dispatcher.js";
+import type { DriverError } from "./errors.js";
+import type { DeviceStats } from "./stats.js";
+
+/** Configuration of one device. Unknown keys are passed to the driver untouched. */
+export interface DeviceConfig {
+  /** Device name, unique per core (`gpu0`). */
+  name: string;
+  /** Device memory in 4 KiB pages (default 262,144 = 1 GiB). */
+  memoryPages?: number;
+  /** Which callback form to use: `auto` (per-PTE if the driver has it, else array), `per-pte` or `array`. */
+  callbackMode?: "auto" | CallbackMode;
+  /** Give whole PMDs to `mirrorPmd` when the driver has it (default true). */
+  hugeCallback?: boolean;
+  /** When device memory is full during a migration, evict the oldest pages to RAM (default true). */
+  evictOnPressure?: boolean;
+  /** Driver-specific settings. */
+  [key: string]: unknown;
+}
+
+/** Lifecycle of a device. */
+export type DeviceState = "active" | "failed" | "removed";
+
+/**
+ * Copy engine a driver uses in its copy callbacks: moves page contents between system frames and
+ * this device's frames.
+ */
+export interface DeviceDma {
+  /** Copy system frame `spfn` into device frame `dpfn`. */
+  systemToDevice(spfn: number, dpfn: number): void;
+  /** Copy device frame `dpfn` into system frame `spfn`. */
+  deviceToSystem(dpfn: number, spfn: number): void;
+  /** Fill device frame `dpfn` with zeros. */
+  zeroDevicePage(dpfn: number): void;
+}
+
+/** What a driver is given (inject it with `@inject(TOKENS.DeviceContext)`). */
+export interface DeviceContext {
+  /** The device's name. */
+  readonly name: string;
+  /** The device's owner id: device-private entries and MIGRATE/EXCLUSIVE events carry it. */
+  readonly ownerId: number;
+  /** The simulated machine. */
+  readonly machine: Machine;
+  /** The device's memory (frames, refcounts, contents). */
+  readonly memory: DeviceMemory;
+  /** The copy engine. */
+  readonly dma: DeviceDma;
+  /** This device's counters. */
+  readonly stats: DeviceStats;
+  /** The device's configuration. */
+  readonly config: Readonly<DeviceConfig>;
+}
+
+/** A device's link to one address space: the interval notifier covering all of it. */
+export interface DeviceBinding {
+  readonly mm: Mm;
+  readonly notifier: MmuIntervalNotifier;
+}
+
+/** A device attached to the HMM core. */
+export class Device {
+  state: DeviceState = "active";
+  /** The error that failed the device, if it failed. */
+  failure: DriverError | null = null;
+  readonly bindings = new Map<number, DeviceBinding>();
+
+  constructor(
+    readonly name: string,
+    readonly ownerId: number,
+    readonly plugin: HmmPlugin,
+    readonly config: Readonly<DeviceConfig>,
+    readonly memory: DeviceMemory,
+    readonly stats: DeviceStats,
+    readonly context: DeviceContext,
+    readonly dispatcher: DriverDispatcher,
+  ) {}
+
+  /** The callback form the core uses for this device. */
+  get callbackMode(): CallbackMode {
+    return this.dispatcher.mode;
+  }
+
+  /** Whether whole PMDs are reported through `mirrorPmd`. */
+  get usesHugeCallback(): boolean {
+    return this.dispatcher.hugeCallback;
+  }
+
+  toString(): string {
+    return `${this.name} (${this.plugin.name})`;
+  }
+}

@@ -1,0 +1,221 @@
+import {
+  ENTRY_DEVICE_PRIVATE,
+  ENTRY_KIND_MASK,
+  ENTRY_WRITE,
+  entryOwner,
+  HPAGE_PMD_SIZE,
+  hex,
+  MIGRATE_PFN_DEVICE,
+  MIGRATE_PFN_MIGRATE,
+  MIGRATE_PFN_VALID,
+  MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+  MIGRATE_VMA_SELECT_SYSTEM,
+  MigrateVma,
+  type Mm,
+  migrateVmaFinalize,
+  migrateVmaPages,
+  migrateVmaSetup,
+  PAGE_SIZE,
+  VM_FAULT_OK,
+  VM_FAULT_SIGBUS,
+} from "@hmmkit/mm";
+import type { Device } from "./device.js";
+import { HmmError } from "./errors.js";
+import { HMM_PFN_DEVICE_PRIVATE, HMM_PFN_VALID, HMM_PFN_WRITE } from "./flags.js";
+import { checkRange } from "./range.js";
+import type { Steps } from "./scheduler.js";
+
+/** What a migration did. */
+export interface MigrateResult {
+  /** Pages selected for migration (holes included), as migrate_vma's cpages. */
+  selected: number;
+  /** Pages that ended up migrated. */
+  migrated: number;
+}
+
+/** Services the migration code needs from the core. */
+export interface MigrationHost {
+  /** Free at least one device frame of `dev` by evicting its oldest pages; false if none could be. */
+  evictFor(dev: Device): boolean;
+}
+
+/** Split [start, end) into pieces that stay inside one VMA and one PMD (migrate_vma works per VMA). */
+function* pieces(mm: Mm, start: number, end: number, op: string): Generator<[number, number]> {
+  let a = start;
+  while (a < end) {
+    const vma = mm.findVma(a);
+    if (vma === null || !vma.readable) {
+      throw new HmmError("EINVAL", `${op}: ${hex(a)} is not in a readable mapping`);
+    }
+    const pmdEnd = a - (a % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
+    const next = Math.min(end, vma.end, pmdEnd);
+    yield [a, next];
+    a = next;
+  }
+}
+
+/**
+ * Migrate [start, end) of `mm` to `dev`'s memory, as the kernel's test driver does with
+ * migrate_vma: per VMA and PMD-sized piece, setup (MIGRATE invalidation owned by the device,
+ * migration entries), a preemption point, a device frame and a `copyToDevice` per selected page
+ * (holes and the zero page are zero-filled), another preemption point, then pages + finalize:
+ * device-private entries replace the migration entries. Migrated pages are then reported to the
+ * driver through its mirror callbacks. A VMA that is missing or not readable gives EINVAL.
+ */
+export function* migrateToDeviceSteps(
+  host: MigrationHost,
+  dev: Device,
+  mm: Mm,
+  start: number,
+  end: number,
+): Steps<MigrateResult> {
+  checkRange("migrate to device", start, end);
+  const res: MigrateResult = { selected: 0, migrated: 0 };
+  const stats = dev.stats;
+  for (const [a, b] of [...pieces(mm, start, end, "migrate to device")]) {
+    if (dev.state !== "active") throw dev.failure ?? new HmmError("ENODEV", `device ${dev.name} was removed`);
+    const args = new MigrateVma(mm, a, b, dev.ownerId, MIGRATE_VMA_SELECT_SYSTEM);
+    migrateVmaSetup(args);
+    res.selected += args.cpages;
+    yield "migrate:collected";
+    let failed = false;
+    for (let i = 0; i < args.npages && !failed; i++) {
+      if (!(args.srcFlags[i] & MIGRATE_PFN_MIGRATE)) continue;
+      let dpfn = dev.memory.alloc();
+      if (dpfn < 0 && dev.config.evictOnPressure !== false && host.evictFor(dev)) dpfn = dev.memory.alloc();
+      if (dpfn < 0) continue; // no room: this page stays in system memory
+      const va = a + i * PAGE_SIZE;
+      const spfn = args.srcFlags[i] & MIGRATE_PFN_VALID ? args.src[i] : -1;
+      if (!dev.dispatcher.copyToDevice(mm.id, va, spfn, dpfn)) {
+        dev.memory.put(dpfn);
+        failed = true;
+        break;
+      }
+      args.dst[i] = dpfn;
+      args.dstFlags[i] = MIGRATE_PFN_VALID | MIGRATE_PFN_DEVICE;
+    }
+    if (failed) {
+      // The driver failed mid-copy: nothing of this piece migrates; restore every source.
+      for (let i = 0; i < args.npages; i++) {
+        if (args.dst[i] >= 0) dev.memory.put(args.dst[i]);
+        args.dst[i] = -1;
+      }
+    }
+    yield "migrate:copied";
+    migrateVmaPages(args);
+    migrateVmaFinalize(args);
+    if (failed) throw dev.dispatcher.failure!;
+    // Report what migrated, and remember where each device frame lives (for eviction).
+    const pt = mm.pt;
+    let run = 0;
+    for (let i = 0; i <= args.npages; i++) {
+      let migrated = false;
+      let pos = -1;
+      if (i < args.npages && args.dst[i] >= 0 && args.srcFlags[i] & MIGRATE_PFN_MIGRATE) {
+        pos = pt.ptePos(a + i * PAGE_SIZE);
+        migrated =
+          pos >= 0 &&
+          (pt.pteFlags[pos] & ENTRY_KIND_MASK) === ENTRY_DEVICE_PRIVATE &&
+          entryOwner(pt.pteFlags[pos]) === dev.ownerId &&
+          pt.ptePfn[pos] === args.dst[i];
+      }
+      if (migrated) {
+        const zero = !(args.srcFlags[i] & MIGRATE_PFN_VALID);
+        stats.migratedToDevice++;
+        stats.bytesToDevice += PAGE_SIZE;
+        if (zero) stats.zeroFilledToDevice++;
+        res.migrated++;
+        dev.memory.noteInstalled(args.dst[i], mm.id, a + i * PAGE_SIZE);
+        args.dstFlags[i] =
+          HMM_PFN_VALID | HMM_PFN_DEVICE_PRIVATE | (pt.pteFlags[pos] & ENTRY_WRITE ? HMM_PFN_WRITE : 0);
+        run++;
+        continue;
+      }
+      if (run > 0) {
+        const first = i - run;
+        if (
+          !dev.dispatcher.mirrorRange(
+            mm.id,
+            a + first * PAGE_SIZE,
+            run,
+            args.dst,
+            first,
+            args.dstFlags,
+            first,
+          )
+        ) {
+          throw dev.dispatcher.failure!;
+        }
+        run = 0;
+      }
+    }
+  }
+  return res;
+}
+
+/**
+ * Bring pages of [start, end) that live in `dev`'s memory back to system memory (the test
+ * driver's MIGRATE_TO_SYS), copying each with the driver's `copyFromDevice`. Returns how many
+ * moved.
+ */
+export function* migrateToRamSteps(dev: Device, mm: Mm, start: number, end: number): Steps<MigrateResult> {
+  checkRange("migrate to RAM", start, end);
+  const res: MigrateResult = { selected: 0, migrated: 0 };
+  for (const [a, b] of [...pieces(mm, start, end, "migrate to RAM")]) {
+    const r = migrateBack(dev, mm, a, b);
+    res.selected += r.selected;
+    res.migrated += r.migrated;
+    yield "migrate:to-ram";
+  }
+  return res;
+}
+
+/**
+ * Migrate this device's private pages in [a, b) (one VMA) back to new system frames. Copies with
+ * the driver's copyFromDevice while the device is healthy; with the core's own copy once it
+ * failed or was removed (the data must come home either way). Pages for which no system frame
+ * can be allocated stay on the device.
+ */
+export function migrateBack(dev: Device, mm: Mm, a: number, b: number): MigrateResult {
+  const args = new MigrateVma(mm, a, b, dev.ownerId, MIGRATE_VMA_SELECT_DEVICE_PRIVATE);
+  migrateVmaSetup(args);
+  const pool = mm.machine.pool;
+  for (let i = 0; i < args.npages; i++) {
+    if (!(args.srcFlags[i] & MIGRATE_PFN_MIGRATE)) continue;
+    const spfn = pool.tryAllocPage();
+    if (spfn < 0) continue;
+    const dpfn = args.src[i];
+    const va = a + i * PAGE_SIZE;
+    if (dev.state !== "active" || !dev.dispatcher.copyFromDevice(mm.id, va, dpfn, spfn)) {
+      dev.memory.content.copyTo(dpfn, pool.content, spfn);
+    }
+    args.dst[i] = spfn;
+    args.dstFlags[i] = MIGRATE_PFN_VALID;
+  }
+  migrateVmaPages(args);
+  migrateVmaFinalize(args);
+  let migrated = 0;
+  for (let i = 0; i < args.npages; i++)
+    if (args.dst[i] >= 0 && args.srcFlags[i] & MIGRATE_PFN_MIGRATE) migrated++;
+  dev.stats.migratedToRam += migrated;
+  dev.stats.bytesToRam += migrated * PAGE_SIZE;
+  return { selected: args.cpages, migrated };
+}
+
+/**
+ * dev_pagemap_ops.migrate_to_ram: the CPU touched `dev`'s private page at `va`. Migrates that one
+ * page home (as the kernel's test driver does) and returns a VM_FAULT code: SIGBUS if it could
+ * not (no system memory).
+ */
+export function migrateOnCpuFault(dev: Device, mm: Mm, va: number, dpfn: number): number {
+  dev.stats.cpuFaultsOnDevicePages++;
+  const r = migrateBack(dev, mm, va, va + PAGE_SIZE);
+  if (r.migrated === 1) return VM_FAULT_OK;
+  // Someone else may have migrated it meanwhile; the retried access will tell.
+  const pos = mm.pt.ptePos(va);
+  const still =
+    pos >= 0 &&
+    (mm.pt.pteFlags[pos] & ENTRY_KIND_MASK) === ENTRY_DEVICE_PRIVATE &&
+    mm.pt.ptePfn[pos] === dpfn;
+  return still ? VM_FAULT_SIGBUS : VM_FAULT_OK;
+}

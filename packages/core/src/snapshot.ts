@@ -1,0 +1,88 @@
+import {
+  ENTRY_DEVICE_PRIVATE,
+  ENTRY_KIND_MASK,
+  ENTRY_PRESENT,
+  ENTRY_PROTNONE,
+  ENTRY_WRITE,
+  entryOwner,
+  type Mm,
+  PAGE_SIZE,
+  PageTableCursor,
+  SEG_HUGE,
+  SEG_TABLE,
+} from "@hmmkit/mm";
+import {
+  HMM_PFN_DEVICE_PRIVATE,
+  HMM_PFN_ERROR,
+  HMM_PFN_ORDER_SHIFT,
+  HMM_PFN_REMOTE_PRIVATE,
+  HMM_PFN_VALID,
+  HMM_PFN_WRITE,
+  hmmFlagsOfPresent,
+} from "./flags.js";
+import { checkRange } from "./range.js";
+
+/** A snapshot of a range: per page, the frame (or -1) and the HMM_PFN_* flags. */
+export interface RangeSnapshot {
+  readonly start: number;
+  readonly pfns: Int32Array;
+  readonly flags: Int32Array;
+}
+
+/**
+ * hmm_range_fault without HMM_PFN_REQ_FAULT: report the CPU page table of [start, end) as device
+ * `owner` would see it, faulting nothing. Per page: ERROR outside any VMA or in a PROT_NONE VMA;
+ * 0 for none, migration and device-exclusive entries; VALID (+WRITE, DIRTY, ZERO, order 9 under
+ * a huge PMD) for present pages; VALID|DEVICE_PRIVATE for the owner's own device-private pages;
+ * REMOTE_PRIVATE (not VALID) for another device's.
+ */
+export function snapshotRange(mm: Mm, owner: number, start: number, end: number): RangeSnapshot {
+  checkRange("snapshot", start, end);
+  const n = (end - start) / PAGE_SIZE;
+  const pfns = new Int32Array(n).fill(-1);
+  const flags = new Int32Array(n);
+  // VMA coverage first: pages outside a VMA, or in a PROT_NONE one, are errors.
+  for (let i = 0; i < n; ) {
+    const va = start + i * PAGE_SIZE;
+    const vma = mm.findVma(va);
+    if (vma === null) {
+      flags[i++] = HMM_PFN_ERROR;
+      continue;
+    }
+    const stop = Math.min(n, (vma.end - start) / PAGE_SIZE);
+    if (!vma.readable) for (; i < stop; i++) flags[i] = HMM_PFN_ERROR;
+    else i = stop;
+  }
+  const pt = mm.pt;
+  const cur = new PageTableCursor(pt).reset(start, end);
+  while (cur.next()) {
+    const i0 = (cur.addr - start) / PAGE_SIZE;
+    if (cur.kind === SEG_HUGE) {
+      const f = cur.flags;
+      if ((f & ENTRY_KIND_MASK) !== ENTRY_PRESENT || f & ENTRY_PROTNONE) continue;
+      const hf = hmmFlagsOfPresent(f) | (9 << HMM_PFN_ORDER_SHIFT);
+      for (let i = 0; i < cur.count; i++) {
+        if (flags[i0 + i] & HMM_PFN_ERROR) continue;
+        pfns[i0 + i] = cur.pfn + cur.index + i;
+        flags[i0 + i] = hf;
+      }
+    } else if (cur.kind === SEG_TABLE) {
+      const base = cur.leafBase + cur.index;
+      for (let i = 0; i < cur.count; i++) {
+        if (flags[i0 + i] & HMM_PFN_ERROR) continue;
+        const f = pt.pteFlags[base + i];
+        const kind = f & ENTRY_KIND_MASK;
+        if (kind === ENTRY_PRESENT && !(f & ENTRY_PROTNONE)) {
+          pfns[i0 + i] = pt.ptePfn[base + i];
+          flags[i0 + i] = hmmFlagsOfPresent(f);
+        } else if (kind === ENTRY_DEVICE_PRIVATE) {
+          if (entryOwner(f) === owner) {
+            pfns[i0 + i] = pt.ptePfn[base + i];
+            flags[i0 + i] = HMM_PFN_VALID | HMM_PFN_DEVICE_PRIVATE | (f & ENTRY_WRITE ? HMM_PFN_WRITE : 0);
+          } else flags[i0 + i] = HMM_PFN_REMOTE_PRIVATE;
+        }
+      }
+    }
+  }
+  return { start, pfns, flags };
+}

@@ -1,0 +1,78 @@
+/** Counters of one device (and, summed, of the whole core). All cumulative. */
+export class DeviceStats {
+  /** Device fault requests (deviceFault calls). */
+  deviceFaults = 0;
+  /** Walk-and-commit rounds (one per PMD-sized chunk of a fault, retries included). */
+  faultChunks = 0;
+  /** Pages reported to the driver by fault commits. */
+  pagesMirrored = 0;
+  /** Per-PTE callbacks made. */
+  pteCallbacks = 0;
+  /** Huge (whole PMD) callbacks made. */
+  hugeCallbacks = 0;
+  /** Array callbacks made. */
+  arrayCallbacks = 0;
+  /** CPU page faults the core ran on the device's behalf (handle_mm_fault with FAULT_FLAG_REMOTE). */
+  cpuFaultsForDevice = 0;
+  /** CPU faults that hit this device's private pages (migrated back to RAM). */
+  cpuFaultsOnDevicePages = 0;
+  /** invalidate callbacks delivered to the driver. */
+  invalidations = 0;
+  /** Pages covered by those callbacks. */
+  invalidatedPages = 0;
+  /** Pages migrated to device memory. */
+  migratedToDevice = 0;
+  /** Bytes copied to device memory (4 KiB per page, zero-fills included). */
+  bytesToDevice = 0;
+  /** Pages of those that were zero-filled rather than copied (holes and the zero page). */
+  zeroFilledToDevice = 0;
+  /** Pages migrated back to system memory. */
+  migratedToRam = 0;
+  /** Bytes copied back to system memory. */
+  bytesToRam = 0;
+  /** Pages evicted from device memory to make room. */
+  evictions = 0;
+  /** Fault chunks retried because an invalidation overlapped them (or a migration was in flight). */
+  retries = 0;
+  /** Driver callbacks that threw (the device was failed and detached). */
+  driverFailures = 0;
+  /** Pages made device-exclusive. */
+  exclusivePages = 0;
+  /** Snapshot walks. */
+  snapshots = 0;
+
+  /** Add every counter of `o` into this one. */
+  add(o: DeviceStats): void {
+    for (const k of Object.keys(o) as (keyof DeviceStats)[]) {
+      const v = o[k];
+      if (typeof v === "number") (this as Record<string, unknown>)[k] = (this[k] as number) + v;
+    }
+  }
+
+  /** A plain copy. */
+  snapshot(): Record<string, number> {
+    return { ...this } as unknown as Record<string, number>;
+  }
+}
+
+/** Statistics of the HMM core: one DeviceStats per device (by name), and their sum. */
+export class HmmStats {
+  readonly devices = new Map<string, DeviceStats>();
+
+  /** The counters of device `name` (created on first use). */
+  device(name: string): DeviceStats {
+    let s = this.devices.get(name);
+    if (s === undefined) {
+      s = new DeviceStats();
+      this.devices.set(name, s);
+    }
+    return s;
+  }
+
+  /** The sum over all devices. */
+  total(): DeviceStats {
+    const t = new DeviceStats();
+    for (const s of this.devices.values()) t.add(s);
+    return t;
+  }
+}

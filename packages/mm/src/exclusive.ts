@@ -1,0 +1,53 @@
+import { alignDown, HPAGE_PMD_SIZE, hex, PAGE_SIZE } from "./constants.js";
+import {
+  deviceEntryFlags,
+  ENTRY_DEVICE_EXCLUSIVE,
+  ENTRY_KIND_MASK,
+  ENTRY_PRESENT,
+  ENTRY_WRITE,
+  ENTRY_ZERO,
+} from "./entry.js";
+import { MmError } from "./errors.js";
+import { FAULT_FLAG_REMOTE, FAULT_FLAG_WRITE, handleMmFault, VM_FAULT_OK } from "./fault.js";
+import { FRAME_ANON } from "./frame-pool.js";
+import type { Mm } from "./mm.js";
+import { MmuNotifyEvent } from "./notifier.js";
+import { splitHugePmd } from "./thp.js";
+
+/**
+ * make_device_exclusive: give device `owner` exclusive access to the anonymous page at `va`. The
+ * page is faulted in for write (breaking COW), a THP mapping is split, mirrors are told with an
+ * EXCLUSIVE invalidation carrying `owner`, and the PTE becomes a device-exclusive entry that keeps
+ * the page mapped. The next CPU access restores the PTE and sends EXCLUSIVE with owner null.
+ * Returns the page's frame. Throws EFAULT if the page cannot be made exclusive.
+ */
+export function makeDeviceExclusive(mm: Mm, va: number, owner: number): number {
+  const page = alignDown(va, PAGE_SIZE);
+  const vma = mm.findVma(page);
+  if (vma === null || !vma.writable || vma.shared) {
+    throw new MmError(
+      "EFAULT",
+      `make_device_exclusive: ${hex(page)} is not in a writable private anonymous mapping`,
+    );
+  }
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const slot = mm.pt.pmdSlot(page);
+    if (slot >= 0 && mm.pt.leafAt(slot) < 0 && (mm.pt.pmdFlags[slot] & ENTRY_KIND_MASK) === ENTRY_PRESENT) {
+      splitHugePmd(mm, slot, alignDown(page, HPAGE_PMD_SIZE));
+    }
+    const pos = mm.pt.ptePos(page);
+    const f = pos < 0 ? 0 : mm.pt.pteFlags[pos];
+    const ready = (f & ENTRY_KIND_MASK) === ENTRY_PRESENT && f & ENTRY_WRITE && !(f & ENTRY_ZERO);
+    if (ready) {
+      const pfn = mm.pt.ptePfn[pos];
+      if (!(mm.machine.pool.flags[pfn] & FRAME_ANON)) break;
+      mm.notifiers.invalidate(page, page + PAGE_SIZE, MmuNotifyEvent.EXCLUSIVE, owner, () => {
+        mm.pt.pteFlags[pos] =
+          deviceEntryFlags(ENTRY_DEVICE_EXCLUSIVE, owner, true) | (f & ~ENTRY_KIND_MASK & 0xff);
+      });
+      return pfn;
+    }
+    if (handleMmFault(mm, vma, page, FAULT_FLAG_WRITE | FAULT_FLAG_REMOTE) !== VM_FAULT_OK) break;
+  }
+  throw new MmError("EFAULT", `make_device_exclusive: could not fault ${hex(page)} in for write`);
+}
