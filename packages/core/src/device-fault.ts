@@ -166,69 +166,134 @@ function needsFault(mm: Mm, va: number, write: boolean, owner: number): boolean 
   return kind !== ENTRY_MIGRATION;
 }
 
+/** The interval notifier calls a fault needs. */
+export interface FaultNotifier {
+  readBegin(): number;
+  readRetry(seq: number): boolean;
+}
+
+/** State of one device fault: the walk and commit of each PMD-sized chunk. */
+export class DeviceFaultOp {
+  readonly result: DeviceFaultResult = { pages: 0, cpuFaults: 0, retries: 0 };
+  private readonly chunk = new FaultChunk();
+  private readonly faults = { n: 0 };
+
+  constructor(
+    readonly dev: Device,
+    readonly mm: Mm,
+    readonly notifier: FaultNotifier,
+    readonly start: number,
+    readonly end: number,
+    readonly write: boolean,
+  ) {
+    checkRange("device fault", start, end);
+    checkAccess("device fault", mm, start, end, write);
+    dev.stats.deviceFaults++;
+  }
+
+  /** End of the chunk that starts at `va` (the next PMD boundary, or the end). */
+  chunkEnd(va: number): number {
+    const pmdEnd = va - (va % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
+    return pmdEnd < this.end ? pmdEnd : this.end;
+  }
+
+  /** read_begin, then walk and fault [va, chunkEnd). Returns the sequence, or -1 to wait for a migration. */
+  walk(va: number, chunkEnd: number): number {
+    this.dev.stats.faultChunks++;
+    const seq = this.notifier.readBegin();
+    if (walkChunk(this.dev, this.mm, va, chunkEnd, this.write, this.chunk, this.faults) === WALK_WAIT) {
+      this.retried();
+      return -1;
+    }
+    return seq;
+  }
+
+  /** Count a retry of the current chunk. */
+  retried(): void {
+    this.result.retries++;
+    this.dev.stats.retries++;
+  }
+
+  /**
+   * Under the driver lock: if no invalidation ran since `seq`, report the walked chunk to the
+   * driver and return true; otherwise return false (walk it again).
+   */
+  commit(va: number, seq: number): boolean {
+    if (this.notifier.readRetry(seq)) {
+      this.retried();
+      return false;
+    }
+    const dev = this.dev;
+    if (dev.state !== "active") throw dev.failure ?? new HmmError("ENODEV", `device ${dev.name} was removed`);
+    const disp = dev.dispatcher;
+    const chunk = this.chunk;
+    let ok: boolean;
+    let pages: number;
+    if (chunk.kind === CHUNK_SEG_HUGE) {
+      ok = disp.mirrorHuge(this.mm.id, va - (va % HPAGE_PMD_SIZE), chunk.hugePfn, chunk.hugeFlags);
+      pages = 512;
+    } else {
+      ok = disp.mirrorRange(this.mm.id, va, chunk.count, this.mm.pt.ptePfn, chunk.pos, chunk.flags, 0);
+      pages = chunk.count;
+    }
+    if (!ok) throw disp.failure!;
+    this.result.pages += pages;
+    dev.stats.pagesMirrored += pages;
+    return true;
+  }
+
+  /** The result, once every chunk committed. */
+  finish(): DeviceFaultResult {
+    this.result.cpuFaults = this.faults.n;
+    return this.result;
+  }
+}
+
+/**
+ * A device fault on [start, end) run to completion on the calling thread: the same walk and
+ * commit as {@link deviceFaultSteps} without preemption points. A migration in flight gives EBUSY.
+ */
+export function deviceFaultSync(op: DeviceFaultOp): DeviceFaultResult {
+  let va = op.start;
+  while (va < op.end) {
+    const chunkEnd = op.chunkEnd(va);
+    for (;;) {
+      const seq = op.walk(va, chunkEnd);
+      if (seq < 0)
+        throw new HmmError(
+          "EBUSY",
+          `device fault: a migration is in flight in [${hex(va)}, ${hex(chunkEnd)})`,
+        );
+      if (op.commit(va, seq)) break;
+    }
+    va = chunkEnd;
+  }
+  return op.finish();
+}
+
 /**
  * A device fault on [start, end) of `mm` for read or write, as a step generator. For each
- * PMD-sized chunk: read_begin on the device's interval notifier, walk and fault (holding the
- * mmap read lock), a preemption point, then under the driver lock read_retry: if an invalidation
- * ran meanwhile the chunk is walked again, otherwise its entries go to the driver (per PTE, per
- * huge PMD or as an array). Errors (EFAULT outside VMAs or on PROT_NONE, EPERM for a write to a
- * read-only VMA) are raised before any fault or driver call.
+ * PMD-sized chunk: read_begin on the device's interval notifier, walk and fault (as
+ * hmm_range_fault does under the mmap read lock), a preemption point, then under the driver lock
+ * read_retry: if an invalidation ran meanwhile the chunk is walked again, otherwise its entries
+ * go to the driver (per PTE, per huge PMD or as an array). Errors (EFAULT outside VMAs or on
+ * PROT_NONE, EPERM for a write to a read-only VMA) are raised before any fault or driver call.
  */
-export function* deviceFaultSteps(
-  dev: Device,
-  mm: Mm,
-  notifierOf: (dev: Device, mm: Mm) => { readBegin(): number; readRetry(seq: number): boolean },
-  start: number,
-  end: number,
-  write: boolean,
-): Steps<DeviceFaultResult> {
-  checkRange("device fault", start, end);
-  checkAccess("device fault", mm, start, end, write);
-  const stats = dev.stats;
-  stats.deviceFaults++;
-  const notifier = notifierOf(dev, mm);
-  const chunk = new FaultChunk();
-  const faults = { n: 0 };
-  const result: DeviceFaultResult = { pages: 0, cpuFaults: 0, retries: 0 };
-  const disp = dev.dispatcher;
-  let va = start;
-  while (va < end) {
-    const pmdEnd = va - (va % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
-    const chunkEnd = pmdEnd < end ? pmdEnd : end;
+export function* deviceFaultSteps(op: DeviceFaultOp): Steps<DeviceFaultResult> {
+  let va = op.start;
+  while (va < op.end) {
+    const chunkEnd = op.chunkEnd(va);
     for (;;) {
-      stats.faultChunks++;
-      const seq = notifier.readBegin();
-      if (walkChunk(dev, mm, va, chunkEnd, write, chunk, faults) === WALK_WAIT) {
-        result.retries++;
-        stats.retries++;
+      const seq = op.walk(va, chunkEnd);
+      if (seq < 0) {
         yield "fault:wait-migration";
         continue;
       }
       yield "fault:walk→commit";
-      if (notifier.readRetry(seq)) {
-        result.retries++;
-        stats.retries++;
-        continue;
-      }
-      if (dev.state !== "active")
-        throw dev.failure ?? new HmmError("ENODEV", `device ${dev.name} was removed`);
-      let ok: boolean;
-      if (chunk.kind === CHUNK_SEG_HUGE) {
-        const haddr = va - (va % HPAGE_PMD_SIZE);
-        ok = disp.mirrorHuge(mm.id, haddr, chunk.hugePfn, chunk.hugeFlags);
-        result.pages += 512;
-        stats.pagesMirrored += 512;
-      } else {
-        ok = disp.mirrorRange(mm.id, va, chunk.count, mm.pt.ptePfn, chunk.pos, chunk.flags, 0);
-        result.pages += chunk.count;
-        stats.pagesMirrored += chunk.count;
-      }
-      if (!ok) throw disp.failure!;
-      break;
+      if (op.commit(va, seq)) break;
     }
     va = chunkEnd;
-    if (va < end) yield "fault:next-pmd";
+    if (va < op.end) yield "fault:next-pmd";
   }
-  result.cpuFaults = faults.n;
-  return result;
+  return op.finish();
 }

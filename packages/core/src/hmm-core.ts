@@ -22,7 +22,7 @@ import {
   type DeviceContext,
   type DeviceDma,
 } from "./device.js";
-import { type DeviceFaultResult, deviceFaultSteps } from "./device-fault.js";
+import { DeviceFaultOp, type DeviceFaultResult, deviceFaultSteps, deviceFaultSync } from "./device-fault.js";
 import { DeviceMemory } from "./device-memory.js";
 import { type CallbackMode, DriverDispatcher } from "./dispatcher.js";
 import { type DriverError, HmmError } from "./errors.js";
@@ -234,23 +234,27 @@ export class HmmCore {
 
   // ---- device faults --------------------------------------------------------------------------
 
-  /** A device fault on [start, end) for read or write (see {@link deviceFaultSteps}). */
+  /** A device fault on [start, end) for read or write, run to completion (see deviceFaultSteps). */
   deviceFault(dev: Device, mm: MmLike, start: number, end: number, write: boolean): DeviceFaultResult {
-    return runSteps(this.deviceFaultSteps(dev, mm, start, end, write));
+    return deviceFaultSync(this.faultOp(dev, mm, start, end, write));
   }
 
   /** Step form of {@link deviceFault}, for the scheduler. */
   deviceFaultSteps(
     dev: Device,
-    mmLike: MmLike,
+    mm: MmLike,
     start: number,
     end: number,
     write: boolean,
   ): Steps<DeviceFaultResult> {
+    return deviceFaultSteps(this.faultOp(dev, mm, start, end, write));
+  }
+
+  private faultOp(dev: Device, mmLike: MmLike, start: number, end: number, write: boolean): DeviceFaultOp {
     this.reap();
     this.requireActive(dev);
     const mm = mmOf(mmLike);
-    return deviceFaultSteps(dev, mm, (d, m) => this.bind(d, m).notifier, start, end, write);
+    return new DeviceFaultOp(dev, mm, this.bind(dev, mm).notifier, start, end, write);
   }
 
   // ---- snapshot -------------------------------------------------------------------------------

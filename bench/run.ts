@@ -1,0 +1,186 @@
+import "reflect-metadata";
+import { writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { createHmm, type DeviceTranslation, HMM_API_VERSION, type HmmDriver } from "@hmmkit/core";
+import {
+  ENTRY_KIND_MASK,
+  HPAGE_PMD_SIZE,
+  MADV_HUGEPAGE,
+  MADV_NOHUGEPAGE,
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
+  PageTableCursor,
+  PROT_READ,
+  PROT_WRITE,
+  SEG_TABLE,
+} from "@hmmkit/mm";
+import { fmtRate, type Measurement, measure, rate } from "./harness.js";
+
+const GiB = 1024 ** 3;
+const PTES = 262_144;
+
+/** One result row of bench/results.json. */
+interface Row {
+  name: string;
+  value: number;
+  unit: string;
+  baseline: string;
+  baselineValue: number;
+  ratio: number;
+  target?: string;
+  met?: boolean;
+}
+
+const rows: Row[] = [];
+function row(m: Measurement, base: Measurement, target?: { min?: number; max?: number; text: string }): void {
+  const ratio = rate(m) / rate(base);
+  const met =
+    target === undefined
+      ? undefined
+      : (target.min === undefined || ratio >= target.min) &&
+        (target.max === undefined || ratio <= target.max);
+  rows.push({
+    name: m.name,
+    value: rate(m),
+    unit: "items/s",
+    baseline: base.name,
+    baselineValue: rate(base),
+    ratio,
+    ...(target ? { target: target.text, met } : {}),
+  });
+  const mark =
+    target === undefined ? "" : met ? `  [target ${target.text}: met]` : `  [target ${target.text}: MISSED]`;
+  console.log(
+    `${m.name.padEnd(58)} ${fmtRate(rate(m)).padStart(11)}   ${ratio.toFixed(3)}x ${base.name}${mark}`,
+  );
+}
+
+// ---- baselines ----------------------------------------------------------------------------------
+const arr = new Int32Array(PTES);
+for (let i = 0; i < PTES; i++) arr[i] = (i * 2654435761) | 1;
+let sink = 0;
+const scan = measure("scan: typed-array scan of 262,144 entries", PTES, () => {
+  let s = 0;
+  for (let i = 0; i < PTES; i++) s = (s + arr[i]) | 0;
+  sink ^= s;
+});
+function visit(x: number): void {
+  sink = (sink + x) | 0;
+}
+const scanCall = measure("scan+call: same scan, a monomorphic call per entry", PTES, () => {
+  for (let i = 0; i < PTES; i++) visit(arr[i]);
+});
+
+// ---- machine ------------------------------------------------------------------------------------
+class NoopFakeDriver implements HmmDriver {
+  ptes = 0;
+  arrays = 0;
+  huge = 0;
+  mirrorPte(_mm: number, _va: number, _pfn: number, _flags: number): void {
+    this.ptes++;
+  }
+  invalidate(): void {}
+  copyToDevice(): void {}
+  copyFromDevice(): void {}
+  *translations(): Iterable<DeviceTranslation> {}
+}
+class NoopArrayFakeDriver extends NoopFakeDriver {
+  mirrorPtes(_mm: number, _va: number, count: number, _p: Int32Array, _f: Int32Array): void {
+    this.arrays += count;
+  }
+}
+class NoopHugeFakeDriver extends NoopFakeDriver {
+  mirrorPmd(): void {
+    this.huge++;
+  }
+}
+const plugin = (name: string, driver: new () => HmmDriver) => ({
+  name,
+  apiVersion: HMM_API_VERSION,
+  design: "per-pte" as const,
+  driver,
+});
+
+const { core, machine } = createHmm({ machine: { contentMode: "tag", memoryBytes: 3 * GiB } });
+const proc = machine.createProcess();
+const mm = proc.mm;
+const flags = MAP_PRIVATE | MAP_ANONYMOUS;
+const small = mm.mmap({ length: GiB, prot: PROT_READ | PROT_WRITE, flags });
+mm.madvise(small, GiB, MADV_NOHUGEPAGE);
+const huge = mm.mmap({ length: GiB, prot: PROT_READ | PROT_WRITE, flags });
+mm.madvise(huge, GiB, MADV_HUGEPAGE);
+proc.touch(small, GiB, true, 1);
+proc.touch(huge, GiB, true, 2);
+if (huge % HPAGE_PMD_SIZE !== 0) throw new Error("THP range not aligned");
+
+// ---- walker (issue: mm) -------------------------------------------------------------------------
+const cur = new PageTableCursor(mm.pt);
+const walk = measure("mm walker: PageTableCursor over 1 GiB of 4 KiB PTEs", PTES, () => {
+  let s = 0;
+  cur.reset(small, small + GiB);
+  const pt = mm.pt;
+  while (cur.next()) {
+    if (cur.kind !== SEG_TABLE) continue;
+    const f = pt.pteFlags;
+    for (let i = cur.leafBase + cur.index, n = i + cur.count; i < n; i++)
+      s = (s + (f[i] & ENTRY_KIND_MASK)) | 0;
+  }
+  sink ^= s;
+});
+
+// ---- device fault path (issue: core) ------------------------------------------------------------
+const pteDev = core.addDevice(plugin("noop-pte", NoopFakeDriver), { name: "pte0", hugeCallback: false });
+const arrDev = core.addDevice(plugin("noop-array", NoopArrayFakeDriver), {
+  name: "arr0",
+  callbackMode: "array",
+  hugeCallback: false,
+});
+const hugeDev = core.addDevice(plugin("noop-huge", NoopHugeFakeDriver), { name: "huge0" });
+const faultPte = measure("core: device fault, 1 GiB populated, no-op per-PTE driver", PTES, () => {
+  core.deviceFault(pteDev, mm, small, small + GiB, false);
+});
+const faultArr = measure("core: device fault, 1 GiB populated, no-op array driver", PTES, () => {
+  core.deviceFault(arrDev, mm, small, small + GiB, false);
+});
+const hugeDrv = hugeDev.dispatcher.driver as NoopHugeFakeDriver;
+const before = hugeDrv.huge;
+core.deviceFault(hugeDev, mm, huge, huge + GiB, false);
+const hugeCalls = hugeDrv.huge - before;
+const faultHuge = measure("core: device fault, 1 GiB THP-backed, huge callback", PTES, () => {
+  core.deviceFault(hugeDev, mm, huge, huge + GiB, false);
+});
+const faultPteAgain = measure("core: device fault, 1 GiB 4 KiB-backed, same driver", PTES, () => {
+  core.deviceFault(hugeDev, mm, small, small + GiB, false);
+});
+
+console.log(
+  `\nhmmkit benchmarks (node ${process.version}); ratios are rates relative to a baseline measured in this run\n`,
+);
+row(scan, scan);
+row(scanCall, scan);
+row(walk, scan);
+row(faultPte, scanCall, { min: 0.5, text: ">= 0.5x scan+call" });
+row(faultArr, scanCall);
+row(faultHuge, faultPteAgain, { min: 50, text: ">= 50x the 4 KiB-backed fault" });
+console.log(
+  `huge callbacks per 1 GiB THP fault: ${hugeCalls} (target <= 512: ${hugeCalls <= 512 ? "met" : "MISSED"})`,
+);
+rows.push({
+  name: "huge callbacks per 1 GiB THP fault",
+  value: hugeCalls,
+  unit: "calls",
+  baseline: "limit",
+  baselineValue: 512,
+  ratio: hugeCalls / 512,
+  target: "<= 512",
+  met: hugeCalls <= 512,
+});
+console.log(`walker: ${fmtRate(rate(walk))} PTEs; scan: ${fmtRate(rate(scan))} entries`);
+
+const out = fileURLToPath(new URL("./results.json", import.meta.url));
+writeFileSync(
+  out,
+  `${JSON.stringify({ node: process.version, date: new Date().toISOString(), rows }, null, 2)}\n`,
+);
+console.log(`\nwrote ${out}`);
+if (sink === 42) console.log("");
