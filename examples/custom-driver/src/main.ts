@@ -8,16 +8,24 @@ export function main(log: (line: string) => void = console.log): void {
   const { core, machine } = createHmm({ machine: { memoryBytes: 64 << 20 } });
   const dev = core.addDevice(plugin, { name: "tlb0", memoryPages: 256 });
   const proc = machine.createProcess();
-  const buf = proc.mm.mmap({ length: 64 * 1024, prot: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS });
+  const buf = proc.mm.mmap({
+    length: 64 * 1024,
+    prot: PROT_READ | PROT_WRITE,
+    flags: MAP_PRIVATE | MAP_ANONYMOUS,
+  });
   proc.write(buf, new TextEncoder().encode("hello from the CPU"));
   const r = core.deviceFault(dev, proc, buf, buf + 64 * 1024, false);
   const tlb = dev.dispatcher.driver as TinyTlbDriver;
-  log(`device fault on [${hex(buf)}, +64 KiB): ${r.pages} pages reported, ${r.cpuFaults} CPU faults run for the device`);
+  log(
+    `device fault on [${hex(buf)}, +64 KiB): ${r.pages} pages reported, ${r.cpuFaults} CPU faults run for the device`,
+  );
   log(`TLB holds ${tlb.tlb.size} entries (callback mode: ${dev.callbackMode})`);
   proc.mm.munmap(buf + 32 * 1024, 32 * 1024);
   log(`after munmap of the second half: ${tlb.tlb.size} entries`);
   const m = core.migrateToDevice(dev, proc, buf, buf + 4096);
-  log(`migrated ${m.migrated} page to device memory; the CPU reads it back: "${new TextDecoder().decode(proc.read(buf, 18))}"`);
+  log(
+    `migrated ${m.migrated} page to device memory; the CPU reads it back: "${new TextDecoder().decode(proc.read(buf, 18))}"`,
+  );
   proc.exit();
   log(`after exit: ${machine.usedFrames} frames in use, ${dev.memory.used} device frames in use`);
 }

@@ -1,4 +1,13 @@
-import { type DeviceContext, type DeviceTranslation, HMM_API_VERSION, HMM_PFN_DEVICE_PRIVATE, HMM_PFN_WRITE, type HmmDriver, type HmmPlugin, TOKENS } from "@hmmkit/core";
+import {
+  type DeviceContext,
+  type DeviceTranslation,
+  HMM_API_VERSION,
+  HMM_PFN_DEVICE_PRIVATE,
+  HMM_PFN_WRITE,
+  type HmmDriver,
+  type HmmPlugin,
+  TOKENS,
+} from "@hmmkit/core";
 import { inject, injectable } from "tsyringe";
 
 /** A device without a page table: a small TLB (va -> pfn, flags) filled by the core's per-PTE callback. */
@@ -22,10 +31,22 @@ export class TinyTlbDriver implements HmmDriver {
   }
   *translations(): Iterable<DeviceTranslation> {
     for (const [va, e] of this.tlb) {
-      yield { mmId: e.mmId, va, pfn: e.pfn, order: 0, writable: (e.flags & HMM_PFN_WRITE) !== 0, devicePrivate: (e.flags & HMM_PFN_DEVICE_PRIVATE) !== 0 };
+      yield {
+        mmId: e.mmId,
+        va,
+        pfn: e.pfn,
+        order: 0,
+        writable: (e.flags & HMM_PFN_WRITE) !== 0,
+        devicePrivate: (e.flags & HMM_PFN_DEVICE_PRIVATE) !== 0,
+      };
     }
   }
 }
 
 /** The plugin descriptor the package exports. */
-export const plugin: HmmPlugin = { name: "tiny-tlb", apiVersion: HMM_API_VERSION, design: "per-pte", driver: TinyTlbDriver };
+export const plugin: HmmPlugin = {
+  name: "tiny-tlb",
+  apiVersion: HMM_API_VERSION,
+  design: "per-pte",
+  driver: TinyTlbDriver,
+};

@@ -1,5 +1,12 @@
 import "reflect-metadata";
-import { createHmm, type DeviceContext, type DeviceTranslation, HMM_API_VERSION, type HmmDriver, TOKENS } from "@hmmkit/core";
+import {
+  createHmm,
+  type DeviceContext,
+  type DeviceTranslation,
+  HMM_API_VERSION,
+  type HmmDriver,
+  TOKENS,
+} from "@hmmkit/core";
 import {
   contentDigest,
   hex,
@@ -28,7 +35,9 @@ class LoggingDemoDriver implements HmmDriver {
     LoggingDemoDriver.log(`    driver: huge PMD ${hex(va)} -> frames ${pfn}..${pfn + 511}`);
   }
   invalidate(_mm: number, start: number, end: number, event: MmuNotifyEvent): void {
-    LoggingDemoDriver.log(`    driver: invalidate [${hex(start)}, ${hex(end)}) ${MMU_NOTIFY_EVENT_NAMES[event]}`);
+    LoggingDemoDriver.log(
+      `    driver: invalidate [${hex(start)}, ${hex(end)}) ${MMU_NOTIFY_EVENT_NAMES[event]}`,
+    );
   }
   copyToDevice(_mm: number, _va: number, spfn: number, dpfn: number): void {
     if (spfn < 0) this.ctx.dma.zeroDevicePage(dpfn);
@@ -53,15 +62,21 @@ export function main(log: (line: string) => void = console.log): void {
   const buf = parent.mm.mmap({ length: 64 * 1024, prot: rw, flags });
   log(`mmap 64 KiB private anonymous at ${hex(buf)}`);
   const r1 = parent.touch(buf, 32 * 1024, false);
-  log(`read 8 pages:   ${r1.faults} faults, each mapped the shared zero page (${stats.faultZeroPage} zero-page maps)`);
+  log(
+    `read 8 pages:   ${r1.faults} faults, each mapped the shared zero page (${stats.faultZeroPage} zero-page maps)`,
+  );
   const r2 = parent.touch(buf, 64 * 1024, true, 7);
-  log(`write 16 pages: ${r2.faults} faults (${stats.cowCopies} copies of the zero page, ${stats.faultAnon} fresh pages)`);
+  log(
+    `write 16 pages: ${r2.faults} faults (${stats.cowCopies} copies of the zero page, ${stats.faultAnon} fresh pages)`,
+  );
 
   const child = parent.fork();
   log(`\nfork: pid ${child.pid}; the 16 pages are shared copy-on-write, write-protected in both`);
   const copies = stats.cowCopies;
   child.touch(buf, 4096, true, 99);
-  log(`child writes page 0: ${stats.cowCopies - copies} copy; parent still reads its own data: ${parent.readPageHash(buf) !== child.readPageHash(buf)}`);
+  log(
+    `child writes page 0: ${stats.cowCopies - copies} copy; parent still reads its own data: ${parent.readPageHash(buf) !== child.readPageHash(buf)}`,
+  );
   child.exit();
   const reuses = stats.cowReuses;
   parent.touch(buf + 4096, 4096, true, 8);
@@ -72,18 +87,27 @@ export function main(log: (line: string) => void = console.log): void {
   const r3 = parent.touch(huge, 2 * MiB, true, 3);
   log(`\nMADV_HUGEPAGE region: writing 2 MiB took ${r3.faults} fault (${stats.thpAllocs} THP allocated)`);
 
-  const dev = core.addDevice({ name: "demo", apiVersion: HMM_API_VERSION, design: "per-pte", driver: LoggingDemoDriver }, { name: "gpu0", memoryPages: 1024 });
+  const dev = core.addDevice(
+    { name: "demo", apiVersion: HMM_API_VERSION, design: "per-pte", driver: LoggingDemoDriver },
+    { name: "gpu0", memoryPages: 1024 },
+  );
   log("\na device faults both regions through the HMM core (per-PTE callbacks, one huge callback per PMD):");
   const f1 = core.deviceFault(dev, parent, buf, buf + 64 * 1024, false);
   const f2 = core.deviceFault(dev, parent, huge, huge + 2 * MiB, true);
-  log(`    ${f1.pages + f2.pages} pages reported; driver saw ${(dev.dispatcher.driver as LoggingDemoDriver).pages} per-PTE calls`);
+  log(
+    `    ${f1.pages + f2.pages} pages reported; driver saw ${(dev.dispatcher.driver as LoggingDemoDriver).pages} per-PTE calls`,
+  );
   log("the CPU write-protects part of it (mprotect), then unmaps the THP:");
   parent.mm.mprotect(buf, 16 * 1024, PROT_READ);
   parent.mm.munmap(huge, 2 * MiB);
   const m = core.migrateToDevice(dev, parent, buf + 16 * 1024, buf + 32 * 1024);
-  log(`\nmigrated ${m.migrated} pages to device memory; digest of the process memory: ${contentDigest(parent.mm)}`);
+  log(
+    `\nmigrated ${m.migrated} pages to device memory; digest of the process memory: ${contentDigest(parent.mm)}`,
+  );
   parent.touch(buf + 16 * 1024, 16 * 1024, false);
-  log(`the CPU reads them: ${dev.stats.cpuFaultsOnDevicePages} faults on device pages brought them home; digest: ${contentDigest(parent.mm)}`);
+  log(
+    `the CPU reads them: ${dev.stats.cpuFaultsOnDevicePages} faults on device pages brought them home; digest: ${contentDigest(parent.mm)}`,
+  );
   parent.exit();
   log(`\nexit: ${machine.usedFrames} frames in use, ${dev.memory.used} device frames in use`);
 }

@@ -194,7 +194,7 @@ export class DeviceFaultOp {
   /** End of the chunk that starts at `va` (the next PMD boundary, or the end). */
   chunkEnd(va: number): number {
     const pmdEnd = va - (va % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
-    return pmdEnd < this.end ? pmdEnd : this.end;
+    return Math.min(pmdEnd, this.end);
   }
 
   /** read_begin, then walk and fault [va, chunkEnd). Returns the sequence, or -1 to wait for a migration. */
