@@ -3,6 +3,7 @@ import "reflect-metadata";
 export * from "./container.js";
 export * from "./contract.js";
 export * from "./cost-model.js";
+export * from "./cpu-steps.js";
 export * from "./device.js";
 export type { DeviceFaultResult } from "./device-fault.js";
 export * from "./device-memory.js";
