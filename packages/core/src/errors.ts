@@ -1,19 +1,11 @@
-import { type ErrnoName, hex } from "@hmmkit/mm";
+import { hex, MmError } from "@hmmkit/mm";
 
 /**
- * An error of the HMM core. `code` is stable; `errno` is what the kernel's HMM / test driver
- * returns for the same condition (EFAULT, EPERM, EINVAL, EBUSY, ENOENT, ENOMEM).
+ * An error of the HMM core: an MmError (stable `code`, and the `errno` the kernel's HMM / test
+ * driver returns for the same condition: EFAULT, EPERM, EINVAL, EBUSY, ENOENT, ENOMEM).
  */
-export class HmmError extends Error {
+export class HmmError extends MmError {
   override name = "HmmError";
-  constructor(
-    readonly errno: ErrnoName,
-    message: string,
-    readonly code: string = errno,
-    options?: { cause?: unknown },
-  ) {
-    super(`${errno}: ${message}`, options);
-  }
 }
 
 /**
