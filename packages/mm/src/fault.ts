@@ -98,9 +98,13 @@ export function handleMmFault(mm: Mm, vma: Vma, addr: number, fflags: number): n
   }
 }
 
-/** Make sure a private VMA has an anon_vma (anon_vma_prepare). */
+/**
+ * Make sure a private VMA has an anon_vma (anon_vma_prepare): a neighbour's reusable one if there
+ * is one, else a new one.
+ */
 function anonVmaPrepare(mm: Mm, vma: Vma): void {
-  if (vma.anonVma === 0 && !vma.shared) vma.anonVma = mm.machine.newAnonVmaId();
+  if (vma.anonVma !== 0 || vma.shared) return;
+  vma.anonVma = mm.vmas.findMergeableAnonVma(vma) || mm.machine.newAnonVmaId();
 }
 
 /** Flags of a new present entry in `vma`: writable and dirty when the VMA is writable. */
@@ -166,18 +170,22 @@ function allocAnonThp(mm: Mm): number {
   return head;
 }
 
-/** Write fault on the huge zero page: replace it with a fresh THP, or split on allocation failure. */
+/**
+ * Write fault on the huge zero page (do_huge_zero_wp_pmd): replace it with a fresh THP. The THP is
+ * allocated first; only a successful allocation invalidates the range, else the PMD is split
+ * (with its own invalidation) and the fault continues at PTE level.
+ */
 function doHugeZeroWpPmd(mm: Mm, vma: Vma, slot: number, haddr: number): number {
-  let r = VM_FAULT_FALLBACK;
+  const head = allocAnonThp(mm);
+  if (head < 0) {
+    splitHugePmd(mm, slot, haddr);
+    return VM_FAULT_FALLBACK;
+  }
   mm.notifiers.invalidate(haddr, haddr + HPAGE_PMD_SIZE, MmuNotifyEvent.CLEAR, null, () => {
-    const head = allocAnonThp(mm);
-    if (head < 0) return;
     mm.pt.setPmdHuge(slot, head, newEntryFlags(vma, true));
-    mm.machine.stats.cowCopies++;
-    r = VM_FAULT_OK;
   });
-  if (r === VM_FAULT_FALLBACK) splitHugePmd(mm, slot, haddr);
-  return r;
+  mm.machine.stats.cowCopies++;
+  return VM_FAULT_OK;
 }
 
 /** do_huge_pmd_wp_page: reuse an exclusive THP, else split the PMD and COW at PTE level. */

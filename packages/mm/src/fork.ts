@@ -27,6 +27,8 @@ export function dupMm(parent: Mm, child: Mm): void {
     const cv = vma.clone();
     if (vma.shared) vma.shmem!.users++;
     cv.anonVma = vma.anonVma === 0 ? 0 : parent.machine.newAnonVmaId();
+    // anon_vma_fork links the child's VMA to the parent's anon_vmas as well as its own.
+    cv.forkChild = vma.anonVma !== 0;
     child.vmas.vmas.push(cv);
     if (!vma.shared && vma.anonVma !== 0) {
       parent.notifiers.invalidate(vma.start, vma.end, MmuNotifyEvent.PROTECTION_PAGE, null, () =>
@@ -56,6 +58,9 @@ function copyPageRange(parent: Mm, child: Mm, vma: Vma): void {
       continue;
     }
     if (cur.kind !== SEG_TABLE) continue;
+    // copy_pte_range allocates the child's table before looking at the parent's entries, so a
+    // parent table that is empty (MADV_DONTNEED of part of its range leaves one) gives the child
+    // an empty table too: a fault under it then maps 4 KiB pages, not a THP.
     const cslot = cpt.pmdSlotAlloc(cur.addr);
     let cleaf = cpt.leafAt(cslot);
     if (cleaf < 0) cleaf = cpt.allocLeaf(cslot);
@@ -88,10 +93,11 @@ function copyPageRange(parent: Mm, child: Mm, vma: Vma): void {
         ppt.pteFlags[pbase + i] = ro;
         cpt.setPte(cbase + i, pfn, ro);
       } else if (kind === ENTRY_MIGRATION) {
+        if (entryOwner(f) !== 0) child.rssDevice++;
+        else child.rssAnon++;
         ppt.pteFlags[pbase + i] = ro;
         cpt.setPte(cbase + i, pfn, ro);
       }
     }
-    cpt.freeLeafIfEmpty(cleaf);
   }
 }

@@ -1,4 +1,5 @@
 import {
+  alignDown,
   alignUp,
   HPAGE_PMD_SIZE,
   hex,
@@ -17,6 +18,7 @@ import {
   PROT_WRITE,
   TASK_SIZE,
 } from "./constants.js";
+import { ENTRY_KIND_MASK, ENTRY_PRESENT } from "./entry.js";
 import { MmError } from "./errors.js";
 import { FRAME_SHMEM } from "./frame-pool.js";
 import type { Machine } from "./machine.js";
@@ -24,6 +26,7 @@ import { changeProtection } from "./mprotect.js";
 import { MmuNotifierSubscriptions, MmuNotifyEvent } from "./notifier.js";
 import { PageTable } from "./page-table.js";
 import { ShmemObject } from "./shmem.js";
+import { splitHugePmd } from "./thp.js";
 import { THP_ADVICE_HUGEPAGE, THP_ADVICE_NOHUGEPAGE, THP_ADVICE_NONE, Vma, VmaList } from "./vma.js";
 import { zapRange } from "./zap.js";
 
@@ -190,16 +193,31 @@ export class Mm {
     }
     const end = addr + len;
     if (!this.vmas.intersects(addr, end)) return;
-    this.vmas.splitAt(addr);
-    this.vmas.splitAt(end);
-    const i = this.vmas.indexFrom(addr);
-    const first = this.vmas.vmas[i];
+    this.splitVmaAt(addr);
+    this.splitVmaAt(end);
     const removed = this.vmas.removeRange(addr, end);
-    const last = removed[removed.length - 1];
-    this.notifiers.invalidate(first.start, last.end, MmuNotifyEvent.UNMAP, null, () => {
+    // unmap_vmas notifies the whole requested range, holes included (vms->start, vms->end).
+    this.notifiers.invalidate(addr, end, MmuNotifyEvent.UNMAP, null, () => {
       for (const v of removed) zapRange(this, v.start, v.end);
     });
     for (const v of removed) this.releaseVma(v);
+  }
+
+  /**
+   * Make `addr` a VMA boundary (split_vma). A huge PMD the new boundary would cut through is split
+   * first (vma_adjust_trans_huge), so that no huge PMD ever straddles two VMAs.
+   */
+  private splitVmaAt(addr: number): void {
+    const v = this.vmas.find(addr);
+    if (v === null || v.start === addr) return;
+    if (addr % HPAGE_PMD_SIZE !== 0) {
+      const pt = this.pt;
+      const slot = pt.pmdSlot(addr);
+      if (slot >= 0 && pt.pmdChild[slot] === 0 && (pt.pmdFlags[slot] & ENTRY_KIND_MASK) === ENTRY_PRESENT) {
+        splitHugePmd(this, slot, alignDown(addr, HPAGE_PMD_SIZE));
+      }
+    }
+    this.vmas.splitAt(addr);
   }
 
   private releaseVma(v: Vma): void {
@@ -237,30 +255,37 @@ export class Mm {
       throw new MmError("ENOMEM", `mprotect: ${hex(addr)} is not mapped`);
     }
     let cur = addr;
-    while (cur < end) {
-      v = this.vmas.vmas[this.vmas.indexFrom(cur)];
-      if (v === undefined || v.start > cur) {
-        throw new MmError(
-          "ENOMEM",
-          `mprotect: hole at ${hex(cur)} inside [${hex(addr)}, ${hex(end)}); the part before it was changed`,
-        );
-      }
-      const segEnd = Math.min(end, v.end);
-      this.applyToRange(cur, segEnd, (vma) => {
-        if (vma.prot !== prot) {
-          vma.prot = prot;
-          changeProtection(this, vma, vma.start, vma.end);
+    try {
+      while (cur < end) {
+        v = this.vmas.vmas[this.vmas.indexFrom(cur)];
+        if (v === undefined || v.start > cur) {
+          throw new MmError(
+            "ENOMEM",
+            `mprotect: hole at ${hex(cur)} inside [${hex(addr)}, ${hex(end)}); the part before it was changed`,
+          );
         }
-      });
-      cur = segEnd;
+        const segEnd = Math.min(end, v.end);
+        // mprotect_fixup leaves a VMA that already has the protection alone: it is not split, so
+        // a THP that the range cuts through keeps its PMD.
+        if (v.prot !== prot) {
+          this.applyToRange(cur, segEnd, (vma) => {
+            vma.prot = prot;
+            changeProtection(this, vma, vma.start, vma.end);
+          });
+        }
+        cur = segEnd;
+      }
+    } finally {
+      // mprotect_fixup merges each changed VMA with its neighbours as it goes, so the part changed
+      // before a hole is merged even though the call then fails with ENOMEM.
+      this.vmas.mergeAround(addr, cur);
     }
-    this.vmas.mergeAround(addr, end);
   }
 
   /** Split VMAs so that [start, end) (inside one VMA) is its own VMA, then apply `fn` to it. */
   private applyToRange(start: number, end: number, fn: (vma: Vma) => void): void {
-    this.vmas.splitAt(start);
-    this.vmas.splitAt(end);
+    this.splitVmaAt(start);
+    this.splitVmaAt(end);
     fn(this.vmas.find(start)!);
   }
 
@@ -294,7 +319,9 @@ export class Mm {
       const segEnd = Math.min(end, v.end);
       if (advice === MADV_DONTNEED) {
         const s = cur;
-        this.notifiers.invalidate(s, segEnd, MmuNotifyEvent.CLEAR, null, () => zapRange(this, s, segEnd));
+        this.notifiers.invalidate(s, segEnd, MmuNotifyEvent.CLEAR, null, () =>
+          zapRange(this, s, segEnd, true),
+        );
       } else {
         const want = advice === MADV_HUGEPAGE ? THP_ADVICE_HUGEPAGE : THP_ADVICE_NOHUGEPAGE;
         if (v.thpAdvice !== want) this.applyToRange(cur, segEnd, (vma) => (vma.thpAdvice = want));
@@ -322,15 +349,10 @@ export class Mm {
     const vmas = this.vmas.vmas;
     if (vmas.length > 0) {
       const removed = vmas.splice(0, vmas.length);
-      this.notifiers.invalidate(
-        removed[0].start,
-        removed[removed.length - 1].end,
-        MmuNotifyEvent.UNMAP,
-        null,
-        () => {
-          for (const v of removed) zapRange(this, v.start, v.end);
-        },
-      );
+      // exit_mmap unmaps with one UNMAP over the whole address space, as for RELEASE above.
+      this.notifiers.invalidate(0, TASK_SIZE, MmuNotifyEvent.UNMAP, null, () => {
+        for (const v of removed) zapRange(this, v.start, v.end);
+      });
       for (const v of removed) this.releaseVma(v);
     }
     this.exited = true;

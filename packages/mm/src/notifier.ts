@@ -141,12 +141,19 @@ export class MmuNotifierSubscriptions {
   private deferred: (() => void)[] = [];
 
   /** Called when a callback throws; the invalidation still completes. */
+  /**
+   * Errors thrown by invalidate callbacks, oldest first. Linux callbacks cannot fail, so the
+   * invalidation and the change it announces complete regardless; the default handler records the
+   * error here for the notifier's owner to inspect.
+   */
+  readonly callbackErrors: { range: MmuNotifierRange; error: unknown }[] = [];
+  /** Called when a callback throws; the default records the error in `callbackErrors`. */
   onCallbackError: (sub: MmuIntervalNotifier, range: MmuNotifierRange, err: unknown) => void = (
     _sub,
-    _range,
-    err,
+    range,
+    error,
   ) => {
-    throw err;
+    this.callbackErrors.push({ range, error });
   };
 
   constructor(
@@ -165,11 +172,13 @@ export class MmuNotifierSubscriptions {
     if (!(length > 0) || !Number.isFinite(start + length)) {
       throw new MmError("EOVERFLOW", `bad interval [${hex(start)}, +${length})`);
     }
-    // A new notifier starts odd (never equal to an idle mm seq). Inserted during an invalidation,
-    // it takes the active odd value so readBegin cannot succeed until that invalidation ends.
-    const seq = this.active > 0 ? this.invalidateSeq : this.invalidateSeq - 1;
+    // A new notifier starts odd (never equal to an idle mm seq). Inserted while an invalidation
+    // of some notifier runs (mm seq odd), it takes that odd value so readBegin cannot succeed
+    // until the invalidation ends, and it joins the list only then, missing that invalidation.
+    const invalidating = (this.invalidateSeq & 1) === 1;
+    const seq = invalidating ? this.invalidateSeq : this.invalidateSeq - 1;
     const sub = new MmuIntervalNotifier(this, start, start + length, ops, seq);
-    if (this.active > 0) this.deferred.push(() => this.notifiers.push(sub));
+    if (invalidating) this.deferred.push(() => this.notifiers.push(sub));
     else this.notifiers.push(sub);
     return sub;
   }
@@ -198,26 +207,34 @@ export class MmuNotifierSubscriptions {
    */
   invalidateRangeStart(range: MmuNotifierRange): void {
     const { start, end } = range;
-    let hit = false;
-    for (let i = 0; i < this.notifiers.length; i++) {
-      const sub = this.notifiers[i];
-      if (sub.removed || sub.end <= start || end <= sub.start) continue;
-      if (!hit) {
-        hit = true;
-        this.counters.ranges++;
-        this.invalidateSeq |= 1;
-      }
-      this.counters.calls++;
-      this.counters.pages += (Math.min(end, sub.end) - Math.max(start, sub.start)) / 4096;
-      try {
-        sub.ops.invalidate(sub, range, this.invalidateSeq);
-      } catch (err) {
-        // The CPU-side change must still happen; the owner of the notifier is told.
-        sub.setSeq(this.invalidateSeq);
-        this.onCallbackError(sub, range, err);
-      }
-    }
+    // Active before the first callback (mn_itree_inv_start_range), so that a callback removing
+    // or inserting a notifier is deferred instead of changing the list being walked.
     this.active++;
+    let hit = false;
+    try {
+      for (let i = 0; i < this.notifiers.length; i++) {
+        const sub = this.notifiers[i];
+        if (sub.removed || sub.end <= start || end <= sub.start) continue;
+        if (!hit) {
+          hit = true;
+          this.counters.ranges++;
+          this.invalidateSeq |= 1;
+        }
+        this.counters.calls++;
+        this.counters.pages += (Math.min(end, sub.end) - Math.max(start, sub.start)) / 4096;
+        try {
+          sub.ops.invalidate(sub, range, this.invalidateSeq);
+        } catch (err) {
+          // The CPU-side change must still happen; the owner of the notifier is told.
+          sub.setSeq(this.invalidateSeq);
+          this.onCallbackError(sub, range, err);
+        }
+      }
+    } catch (err) {
+      // onCallbackError rethrew: the operation is abandoned; leave the sequence idle again.
+      this.invalidateRangeEnd();
+      throw err;
+    }
   }
 
   /** mmu_notifier_invalidate_range_end: the last end makes the sequence even again. */

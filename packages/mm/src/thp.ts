@@ -8,7 +8,7 @@ import {
   ENTRY_YOUNG,
   ENTRY_ZERO,
 } from "./entry.js";
-import { ZERO_PFN } from "./frame-pool.js";
+import { FRAME_ANON_EXCLUSIVE, ZERO_PFN } from "./frame-pool.js";
 import type { Mm } from "./mm.js";
 import { MmuNotifyEvent } from "./notifier.js";
 import { THP_ADVICE_HUGEPAGE, THP_ADVICE_NOHUGEPAGE, type Vma } from "./vma.js";
@@ -63,9 +63,14 @@ export function splitHugePmdLocked(mm: Mm, slot: number): void {
     return;
   }
   const pteBits = flags & (ENTRY_KIND_MASK | ENTRY_WRITE | ENTRY_DIRTY | ENTRY_YOUNG | ENTRY_PROTNONE);
+  // A PMD mapping keeps PageAnonExclusive on the head page only (a write fault that reuses the
+  // folio sets just that one); the split hands it to every subpage (RMAP_EXCLUSIVE on the PTEs).
+  const excl = pool.flags[pfn] & FRAME_ANON_EXCLUSIVE;
+  const pflags = pool.flags;
   for (let i = 0; i < HPAGE_PMD_NR; i++) {
     ptePfn[base + i] = pfn + i;
     pteFlags[base + i] = pteBits;
+    pflags[pfn + i] = (pflags[pfn + i] & ~FRAME_ANON_EXCLUSIVE) | excl;
   }
   pt.leafUsed[leaf] = HPAGE_PMD_NR;
   // One PMD mapping (one reference) becomes 512 PTE mappings (512 references).

@@ -25,6 +25,14 @@ export class Vma {
     public pgoff: number,
   ) {}
 
+  /**
+   * The VMA was forked from a parent's VMA that had an anon_vma, so its anon_vma chain also
+   * links the parent's (vma_is_fork_child). The kernel neither lends such an anon_vma to a
+   * neighbour nor merges such a VMA with an unfaulted one, to keep the anon_vma root lock from
+   * covering ever more folios.
+   */
+  forkChild = false;
+
   get readable(): boolean {
     return (this.prot & PROT_READ) !== 0;
   }
@@ -44,7 +52,7 @@ export class Vma {
   }
 
   clone(): Vma {
-    return new Vma(
+    const v = new Vma(
       this.start,
       this.end,
       this.prot,
@@ -55,6 +63,8 @@ export class Vma {
       this.shmem,
       this.pgoff,
     );
+    v.forkChild = this.forkChild;
+    return v;
   }
 
   toString(): string {
@@ -65,17 +75,24 @@ export class Vma {
 
 /** True if `a` (ending where `b` starts) may merge with `b` (vma_merge's compatibility test). */
 function mergeable(a: Vma, b: Vma): boolean {
-  if (a.end !== b.start) return false;
-  if (
-    a.prot !== b.prot ||
-    a.shared !== b.shared ||
-    a.thpAdvice !== b.thpAdvice ||
-    a.noreserve !== b.noreserve
-  ) {
-    return false;
-  }
+  if (a.prot !== b.prot || !anonVmaCompatible(a, b)) return false;
   if (a.shared) return a.shmem === b.shmem && a.pgoff + a.pages === b.pgoff;
-  return a.anonVma === 0 || b.anonVma === 0 || a.anonVma === b.anonVma;
+  if (a.anonVma !== 0 && b.anonVma !== 0) return a.anonVma === b.anonVma;
+  // One side is unfaulted and would take the other's anon_vma (is_mergeable_anon_vma): not one
+  // that a fork child links with its parent's.
+  if (a.anonVma !== 0) return !a.forkChild;
+  if (b.anonVma !== 0) return !b.forkChild;
+  return true;
+}
+
+/**
+ * anon_vma_compatible: `a` ends where `b` starts and they differ at most in protection (the
+ * flags outside VM_ACCESS_FLAGS must match). Anonymous private VMAs always have matching pgoffs.
+ */
+function anonVmaCompatible(a: Vma, b: Vma): boolean {
+  return (
+    a.end === b.start && a.shared === b.shared && a.thpAdvice === b.thpAdvice && a.noreserve === b.noreserve
+  );
 }
 
 /**
@@ -140,6 +157,24 @@ export class VmaList {
     return this.vmas.splice(i, j - i);
   }
 
+  /**
+   * An anon_vma a neighbour of the unfaulted private `vma` can lend it, or 0 (find_mergeable_anon_vma):
+   * sharing one keeps the two mergeable when a later mprotect gives them the same protection
+   * again. Only an anon_vma that is its owner's alone (not a fork child's) is lent.
+   */
+  findMergeableAnonVma(vma: Vma): number {
+    const i = this.indexFrom(vma.start);
+    const next = this.vmas[i + 1];
+    if (next !== undefined && anonVmaCompatible(vma, next) && next.anonVma !== 0 && !next.forkChild) {
+      return next.anonVma;
+    }
+    const prev = i > 0 ? this.vmas[i - 1] : undefined;
+    if (prev !== undefined && anonVmaCompatible(prev, vma) && prev.anonVma !== 0 && !prev.forkChild) {
+      return prev.anonVma;
+    }
+    return 0;
+  }
+
   /** Merge VMAs around [start, end) with compatible neighbours (vma_merge after a change). */
   mergeAround(start: number, end: number): void {
     let i = Math.max(0, this.indexFrom(start) - 1);
@@ -149,7 +184,10 @@ export class VmaList {
       const b = this.vmas[i + 1];
       if (mergeable(a, b)) {
         a.end = b.end;
-        if (a.anonVma === 0) a.anonVma = b.anonVma;
+        if (a.anonVma === 0) {
+          a.anonVma = b.anonVma;
+          a.forkChild = b.forkChild;
+        }
         if (a.shared) a.shmem!.users--;
         this.vmas.splice(i + 1, 1);
       } else i++;

@@ -3,6 +3,7 @@ import {
   ENTRY_DEVICE_EXCLUSIVE,
   ENTRY_DEVICE_PRIVATE,
   ENTRY_KIND_MASK,
+  ENTRY_MIGRATION,
   ENTRY_PRESENT,
   ENTRY_ZERO,
   entryOwner,
@@ -16,9 +17,15 @@ import { PageTableCursor, SEG_HUGE, SEG_TABLE } from "./walker.js";
 /**
  * Clear every entry in [start, end) and drop what the entries held (zap_page_range). The caller
  * has already sent the invalidation (UNMAP, CLEAR or RELEASE) for the range. A huge PMD only
- * partly inside the range is split first. Emptied leaf tables are freed.
+ * partly inside the range is split first.
+ *
+ * Emptied leaf tables: when unmapping (`dontneed` false) every one is freed, as free_pgtables
+ * frees the tables of the removed VMAs. For MADV_DONTNEED (`dontneed` true) PT_RECLAIM frees a
+ * table only if the range covers its whole 2 MiB (reclaim_pt_is_enabled tests the part of the
+ * range under that one PMD): a smaller range leaves an empty table behind, and a later fault
+ * under it maps 4 KiB pages instead of a THP.
  */
-export function zapRange(mm: Mm, start: number, end: number): void {
+export function zapRange(mm: Mm, start: number, end: number, dontneed = false): void {
   const cur = new PageTableCursor(mm.pt).reset(start, end);
   const pt = mm.pt;
   while (cur.next()) {
@@ -37,7 +44,7 @@ export function zapRange(mm: Mm, start: number, end: number): void {
     const leaf = pt.leafAt(cur.slot);
     const base = leaf * 512;
     for (let i = cur.index, n = cur.index + cur.count; i < n; i++) zapPte(mm, base + i);
-    pt.freeLeafIfEmpty(leaf);
+    if (!dontneed || cur.count === 512) pt.freeLeafIfEmpty(leaf);
   }
 }
 
@@ -58,9 +65,12 @@ export function zapPte(mm: Mm, pos: number): void {
   } else if (kind === ENTRY_DEVICE_PRIVATE) {
     mm.rssDevice--;
     mm.machine.devicePagemap(entryOwner(flags)).pagePut(pfn);
+  } else if (kind === ENTRY_MIGRATION) {
+    // A migration entry holds no reference of its own: the migration in flight holds the page and
+    // will find the entry gone when it tries to restore it.
+    if (entryOwner(flags) !== 0) mm.rssDevice--;
+    else mm.rssAnon--;
   }
-  // A migration entry holds no reference of its own: the migration in flight holds the page and
-  // will find the entry gone when it tries to restore it.
 }
 
 /** Clear the huge PMD in `slot` and release its folio. */
