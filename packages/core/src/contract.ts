@@ -69,7 +69,7 @@ export interface HmmDriver {
   /**
    * The array form: `count` consecutive pages from `va`, all in one leaf table (or one huge PMD),
    * with their frames and flags in `pfns[i]` and `flags[i]`. The arrays are the core's scratch
-   * buffers: read them during the call, do not keep them.
+   * buffers (copies): read them during the call, do not keep them; writing them changes nothing.
    */
   mirrorPtes?(mmId: number, va: number, count: number, pfns: Int32Array, flags: Int32Array): void;
 
@@ -78,9 +78,11 @@ export interface HmmDriver {
    * notifier invalidation). Drop every translation in the range before returning; after the
    * return the CPU entries change and the old frames may be freed. `event` says why
    * (MmuNotifyEvent); `owner` is the device id behind a MIGRATE or EXCLUSIVE event, if any (a
-   * MIGRATE owned by this device is the core migrating this device's pages: the core reports
-   * the result through the mirror callbacks afterwards). Called for every overlapping change,
-   * including RELEASE when the address space exits.
+   * MIGRATE owned by this device is the core migrating pages to or from this device's memory.
+   * A driver may skip it, as the kernel's test driver does, only if it also drops a page's
+   * translation in `copyFromDevice`: pages migrated to the device are reported through the
+   * mirror callbacks afterwards, pages migrated home are not). Called for every overlapping
+   * change, including RELEASE when the address space exits.
    */
   invalidate(mmId: number, start: number, end: number, event: MmuNotifyEvent, owner: number | null): void;
 
@@ -95,7 +97,9 @@ export interface HmmDriver {
   /**
    * Migration back to system memory (the seed's copy_from_device): copy device frame `dpfn`,
    * which held the page at `va`, into the new system frame `spfn`. Called when the CPU touches a
-   * device-private page, on an explicit migrate-to-RAM, on eviction, and on device removal.
+   * device-private page, on an explicit migrate-to-RAM, on eviction, and on device removal. The
+   * device's translation of `va` in `mmId` is stale from here on (the MIGRATE invalidation came
+   * first; other address spaces sharing the page get a CLEAR).
    */
   copyFromDevice(mmId: number, va: number, dpfn: number, spfn: number): void;
 

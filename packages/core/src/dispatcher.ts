@@ -59,14 +59,15 @@ export class DriverDispatcher {
     let cur = va;
     try {
       if (this.mode === "array") {
+        // The driver gets copies in the dispatcher's scratch buffers, never a view of the caller's
+        // arrays (for a device fault, `pfns` is the CPU page table itself): a driver that
+        // translates in place must not be able to change CPU state. `count` is at most 512.
+        const p = this.pfnScratch;
+        const f = this.flagScratch;
+        if (p !== pfns) p.set(pfns.subarray(pfnOff, pfnOff + count));
+        if (f !== flags) f.set(flags.subarray(flagOff, flagOff + count));
         this.stats.arrayCallbacks++;
-        d.mirrorPtes!(
-          mmId,
-          va,
-          count,
-          pfns.subarray(pfnOff, pfnOff + count),
-          flags.subarray(flagOff, flagOff + count),
-        );
+        d.mirrorPtes!(mmId, va, count, p.subarray(0, count), f.subarray(0, count));
       } else {
         for (let i = 0; i < count; i++) {
           cur = va + i * 4096;

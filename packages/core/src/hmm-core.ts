@@ -87,6 +87,13 @@ export class HmmCore {
    */
   addDevice(plugin: HmmPlugin | unknown, config: DeviceConfig, source = "<inline>"): Device {
     const p = validatePlugin(plugin, source);
+    if (p.design !== "per-pte") {
+      throw new HmmError(
+        "EINVAL",
+        `plugin '${p.name}' (${source}) uses the ${p.design} design, which reads HMM's shared mirror: attach it through the legacy layer (@hmmkit/legacy), not HmmCore.addDevice`,
+        "PLUGIN_INVALID",
+      );
+    }
     const name = config?.name;
     if (typeof name !== "string" || !/^[A-Za-z][\w.-]*$/.test(name)) {
       throw new HmmError(
@@ -97,6 +104,14 @@ export class HmmCore {
     }
     if (this.devices.has(name))
       throw new HmmError("EEXIST", `a device named '${name}' already exists`, "BAD_CONFIG");
+    const want = config.callbackMode ?? "auto";
+    if (want !== "auto" && want !== "per-pte" && want !== "array") {
+      throw new HmmError(
+        "EINVAL",
+        `device ${name}: callbackMode must be "auto", "per-pte" or "array", got ${JSON.stringify(want)}`,
+        "BAD_CONFIG",
+      );
+    }
     const npages = config.memoryPages ?? this.config.defaultDeviceMemoryPages;
     const memory = new DeviceMemory(npages, this.machine.config.contentMode);
     const stats = this.stats.device(name);
@@ -136,7 +151,6 @@ export class HmmCore {
     const d = driver as DeviceContext & Record<string, unknown>;
     const hasPte = typeof d.mirrorPte === "function";
     const hasArray = typeof d.mirrorPtes === "function";
-    const want = config.callbackMode ?? "auto";
     let mode: CallbackMode;
     if (want === "array" || (want === "auto" && !hasPte)) mode = "array";
     else mode = "per-pte";

@@ -60,7 +60,9 @@ function* pieces(mm: Mm, start: number, end: number, op: string): Generator<[num
  * migration entries), a preemption point, a device frame and a `copyToDevice` per selected page
  * (holes and the zero page are zero-filled), another preemption point, then pages + finalize:
  * device-private entries replace the migration entries. Migrated pages are then reported to the
- * driver through its mirror callbacks. A VMA that is missing or not readable gives EINVAL.
+ * driver through its mirror callbacks. A VMA that is missing or not readable gives EINVAL. If the
+ * driver fails, or the device fails or is removed during a preemption point, the piece in flight
+ * is rolled back (every source restored) and the device's DriverError (or ENODEV) is thrown.
  */
 export function* migrateToDeviceSteps(
   host: MigrationHost,
@@ -78,7 +80,8 @@ export function* migrateToDeviceSteps(
     migrateVmaSetup(args);
     res.selected += args.cpages;
     yield "migrate:collected";
-    let failed = false;
+    // The device may have failed or been removed while this thread was preempted.
+    let failed = dev.state !== "active";
     for (let i = 0; i < args.npages && !failed; i++) {
       if (!(args.srcFlags[i] & MIGRATE_PFN_MIGRATE)) continue;
       let dpfn = dev.memory.alloc();
@@ -94,60 +97,58 @@ export function* migrateToDeviceSteps(
       args.dst[i] = dpfn;
       args.dstFlags[i] = MIGRATE_PFN_VALID | MIGRATE_PFN_DEVICE;
     }
-    if (failed) {
-      // The driver failed mid-copy: nothing of this piece migrates; restore every source.
+    yield "migrate:copied";
+    if (failed || dev.state !== "active") {
+      // The driver failed mid-copy, or the device failed or was removed meanwhile (its pagemap
+      // may be gone): nothing of this piece migrates; every source is restored.
       for (let i = 0; i < args.npages; i++) {
         if (args.dst[i] >= 0) dev.memory.put(args.dst[i]);
         args.dst[i] = -1;
       }
+      migrateVmaPages(args);
+      migrateVmaFinalize(args);
+      throw dev.failure ?? dev.dispatcher.failure ?? new HmmError("ENODEV", `device ${dev.name} was removed`);
     }
-    yield "migrate:copied";
     migrateVmaPages(args);
     migrateVmaFinalize(args);
-    if (failed) throw dev.dispatcher.failure!;
-    // Report what migrated, and remember where each device frame lives (for eviction).
+    // Remember where each migrated device frame lives (for eviction, and for bringing it home if
+    // the driver fails while the pages are reported), count it, and turn dstFlags into its HMM
+    // flags: 0 for an entry that did not migrate.
     const pt = mm.pt;
-    let run = 0;
-    for (let i = 0; i <= args.npages; i++) {
-      let migrated = false;
-      let pos = -1;
-      if (i < args.npages && args.dst[i] >= 0 && args.srcFlags[i] & MIGRATE_PFN_MIGRATE) {
-        pos = pt.ptePos(a + i * PAGE_SIZE);
-        migrated =
+    for (let i = 0; i < args.npages; i++) {
+      let flags = 0;
+      if (args.dst[i] >= 0 && args.srcFlags[i] & MIGRATE_PFN_MIGRATE) {
+        const va = a + i * PAGE_SIZE;
+        const pos = pt.ptePos(va);
+        if (
           pos >= 0 &&
           (pt.pteFlags[pos] & ENTRY_KIND_MASK) === ENTRY_DEVICE_PRIVATE &&
           entryOwner(pt.pteFlags[pos]) === dev.ownerId &&
-          pt.ptePfn[pos] === args.dst[i];
+          pt.ptePfn[pos] === args.dst[i]
+        ) {
+          stats.migratedToDevice++;
+          stats.bytesToDevice += PAGE_SIZE;
+          if (!(args.srcFlags[i] & MIGRATE_PFN_VALID)) stats.zeroFilledToDevice++;
+          res.migrated++;
+          dev.memory.noteInstalled(args.dst[i], mm.id, va);
+          flags =
+            HMM_PFN_VALID | HMM_PFN_DEVICE_PRIVATE | (pt.pteFlags[pos] & ENTRY_WRITE ? HMM_PFN_WRITE : 0);
+        }
       }
-      if (migrated) {
-        const zero = !(args.srcFlags[i] & MIGRATE_PFN_VALID);
-        stats.migratedToDevice++;
-        stats.bytesToDevice += PAGE_SIZE;
-        if (zero) stats.zeroFilledToDevice++;
-        res.migrated++;
-        dev.memory.noteInstalled(args.dst[i], mm.id, a + i * PAGE_SIZE);
-        args.dstFlags[i] =
-          HMM_PFN_VALID | HMM_PFN_DEVICE_PRIVATE | (pt.pteFlags[pos] & ENTRY_WRITE ? HMM_PFN_WRITE : 0);
-        run++;
+      args.dstFlags[i] = flags;
+    }
+    // Then report them to the driver, one run of consecutive migrated pages at a time.
+    for (let i = 0; i < args.npages; ) {
+      if (args.dstFlags[i] === 0) {
+        i++;
         continue;
       }
-      if (run > 0) {
-        const first = i - run;
-        if (
-          !dev.dispatcher.mirrorRange(
-            mm.id,
-            a + first * PAGE_SIZE,
-            run,
-            args.dst,
-            first,
-            args.dstFlags,
-            first,
-          )
-        ) {
-          throw dev.dispatcher.failure!;
-        }
-        run = 0;
+      let j = i + 1;
+      while (j < args.npages && args.dstFlags[j] !== 0) j++;
+      if (!dev.dispatcher.mirrorRange(mm.id, a + i * PAGE_SIZE, j - i, args.dst, i, args.dstFlags, i)) {
+        throw dev.dispatcher.failure!;
       }
+      i = j;
     }
   }
   return res;

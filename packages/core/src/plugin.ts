@@ -38,8 +38,9 @@ const CALLBACKS = [
 /**
  * Check a plugin descriptor as loaded from `source` (a package name or a file path) and return it
  * typed. Throws PluginError listing every problem: missing fields, an API version this core cannot
- * run, an unknown design, a driver that is not a class, or a driver prototype without the required
- * callbacks (invalidate, copyToDevice, copyFromDevice, translations, and mirrorPte or mirrorPtes).
+ * run, an unknown design, a driver that is not a class (e.g. an arrow function), or a driver
+ * prototype without the required callbacks (invalidate, copyToDevice, copyFromDevice,
+ * translations, and mirrorPte or mirrorPtes).
  */
 export function validatePlugin(candidate: unknown, source = "<inline>"): HmmPlugin {
   const problems: string[] = [];
@@ -62,8 +63,13 @@ export function validatePlugin(candidate: unknown, source = "<inline>"): HmmPlug
   if (p.design !== "per-pte" && p.design !== "shared-mirror") {
     problems.push(`'design' must be "per-pte" or "shared-mirror", got ${JSON.stringify(p.design)}`);
   }
-  if (typeof p.driver !== "function") {
+  const ctor = p.driver as { prototype?: unknown } | undefined;
+  if (ctor === undefined || ctor === null) {
     problems.push("missing 'driver' (the driver class)");
+  } else if (typeof ctor !== "function" || typeof ctor.prototype !== "object" || ctor.prototype === null) {
+    // An arrow function or a method has no prototype: it cannot be constructed.
+    const got = typeof ctor === "function" ? "a function that is not a constructor" : typeof ctor;
+    problems.push(`'driver' must be a class, got ${got}`);
   } else {
     const proto = (p.driver as DriverClass).prototype as Record<string, unknown>;
     for (const cb of ["invalidate", "copyToDevice", "copyFromDevice", "translations"]) {

@@ -71,12 +71,24 @@ function ownerBits(owner: number): number {
 }
 
 /**
+ * Replace one mapping of a page being collected. The migrating mm is already inside its MIGRATE
+ * invalidation; a mapping in another mm (a page shared after fork) is replaced the way
+ * try_to_migrate_one does it, inside a CLEAR invalidation of that page in that mm, so that its
+ * mirrors drop the old translation before the entry changes.
+ */
+function unmapMapping(mm: Mm, m: Mm, va: number, change: () => void): void {
+  if (m === mm) change();
+  else m.notifiers.invalidate(va, va + PAGE_SIZE, MmuNotifyEvent.CLEAR, null, change);
+}
+
+/**
  * migrate_vma_setup: collect and unmap. Checks the range (EINVAL if unaligned, empty, not inside
  * one VMA, or the VMA is shared), sends one MIGRATE invalidation with the device as owner, then
  * per page selects: holes and zero pages of the anonymous VMA (SELECT_SYSTEM), anonymous system
  * pages (SELECT_SYSTEM; a THP is split first), and device-private pages of `pgmapOwner`
  * (SELECT_DEVICE_PRIVATE). Each selected page is replaced by a migration entry in every process
- * that maps it, and the migration holds a reference on it. Returns 0 even if nothing was selected.
+ * that maps it (other processes' mirrors get a CLEAR of that page first, as try_to_migrate sends),
+ * and the migration holds a reference on it. Returns 0 even if nothing was selected.
  */
 export function migrateVmaSetup(args: MigrateVma): void {
   const { mm, start, end } = args;
@@ -117,12 +129,14 @@ export function migrateVmaSetup(args: MigrateVma): void {
         if (!(args.selectFlags & MIGRATE_VMA_SELECT_SYSTEM) || !(pool.flags[pfn] & FRAME_ANON)) continue;
         if (pool.flags[pfn] & FRAME_LARGE && !pool.splitLarge(pool.folioHead(pfn))) continue;
         pool.get(pfn); // the migration's own reference
-        forEachMapping(machine, va, ENTRY_PRESENT, pfn, (m, p) => {
-          const f = m.pt.pteFlags[p];
-          m.pt.pteFlags[p] = ENTRY_MIGRATION | (f & (ENTRY_WRITE | ENTRY_DIRTY));
-          rmapRemovePte(pool, m.id, pfn);
-          pool.put(pfn);
-        });
+        forEachMapping(machine, va, ENTRY_PRESENT, pfn, (m, p) =>
+          unmapMapping(mm, m, va, () => {
+            const f = m.pt.pteFlags[p];
+            m.pt.pteFlags[p] = ENTRY_MIGRATION | (f & (ENTRY_WRITE | ENTRY_DIRTY));
+            rmapRemovePte(pool, m.id, pfn);
+            pool.put(pfn);
+          }),
+        );
         args.src[i] = pfn;
         args.srcFlags[i] =
           MIGRATE_PFN_VALID | MIGRATE_PFN_MIGRATE | (flags & ENTRY_WRITE ? MIGRATE_PFN_WRITE : 0);
@@ -133,10 +147,11 @@ export function migrateVmaSetup(args: MigrateVma): void {
         const ops = machine.devicePagemap(owner);
         ops.pageGet(pfn);
         forEachMapping(machine, va, ENTRY_DEVICE_PRIVATE, pfn, (m, p) => {
-          const f = m.pt.pteFlags[p];
-          if (entryOwner(f) !== owner) return;
-          m.pt.pteFlags[p] = ENTRY_MIGRATION | ownerBits(owner) | (f & ENTRY_WRITE);
-          ops.pagePut(pfn);
+          if (entryOwner(m.pt.pteFlags[p]) !== owner) return;
+          unmapMapping(mm, m, va, () => {
+            m.pt.pteFlags[p] = ENTRY_MIGRATION | ownerBits(owner) | (m.pt.pteFlags[p] & ENTRY_WRITE);
+            ops.pagePut(pfn);
+          });
         });
         args.src[i] = pfn;
         args.srcFlags[i] =
