@@ -54,6 +54,21 @@ function checkLength(op: string, len: number): void {
 }
 
 /**
+ * VM_ACCOUNT as mprotect_fixup changes it before `vma.prot` becomes `prot`: a private VMA that
+ * was never writable nor accounted is charged when it becomes writable; one that becomes
+ * read-only is uncharged if it has no anon_vma yet (nothing was faulted, so nothing needs the
+ * commit). The flag decides later merges and anon_vma sharing (see Vma.account).
+ */
+function updateAccount(vma: Vma, prot: number): void {
+  if (vma.shared || vma.noreserve) return;
+  if (prot & PROT_WRITE) {
+    if (!vma.account && !vma.writable) vma.account = true;
+  } else if (vma.account && vma.anonVma === 0) {
+    vma.account = false;
+  }
+}
+
+/**
  * One simulated address space (the kernel's mm_struct): VMAs, the CPU page table, MMU notifier
  * subscriptions and RSS counters, with the memory syscalls. Errors are those Linux returns for
  * the same arguments, thrown as MmError with the errno name.
@@ -143,6 +158,8 @@ export class Mm {
       shmem,
       0,
     );
+    // accountable_mapping: private writable memory is charged unless MAP_NORESERVE.
+    vma.account = !shared && (flags & MAP_NORESERVE) === 0 && (prot & PROT_WRITE) !== 0;
     this.vmas.insert(vma);
     this.vmas.mergeAround(addr, addr + len);
     return addr;
@@ -269,6 +286,7 @@ export class Mm {
         // a THP that the range cuts through keeps its PMD.
         if (v.prot !== prot) {
           this.applyToRange(cur, segEnd, (vma) => {
+            updateAccount(vma, prot);
             vma.prot = prot;
             changeProtection(this, vma, vma.start, vma.end);
           });

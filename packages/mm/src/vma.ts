@@ -33,6 +33,14 @@ export class Vma {
    */
   forkChild = false;
 
+  /**
+   * VM_ACCOUNT: the VMA's pages are charged to the commit limit. Set by mmap for private writable
+   * mappings (not MAP_NORESERVE) and by mprotect making a never-writable private VMA writable;
+   * cleared by mprotect making it read-only while it has no anon_vma yet. It is a VMA flag outside
+   * the access bits, so VMAs that differ in it neither merge nor lend each other an anon_vma.
+   */
+  account = false;
+
   get readable(): boolean {
     return (this.prot & PROT_READ) !== 0;
   }
@@ -64,6 +72,7 @@ export class Vma {
       this.pgoff,
     );
     v.forkChild = this.forkChild;
+    v.account = this.account;
     return v;
   }
 
@@ -87,11 +96,16 @@ function mergeable(a: Vma, b: Vma): boolean {
 
 /**
  * anon_vma_compatible: `a` ends where `b` starts and they differ at most in protection (the
- * flags outside VM_ACCESS_FLAGS must match). Anonymous private VMAs always have matching pgoffs.
+ * flags outside VM_ACCESS_FLAGS must match, VM_ACCOUNT included). Anonymous private VMAs always
+ * have matching pgoffs.
  */
 function anonVmaCompatible(a: Vma, b: Vma): boolean {
   return (
-    a.end === b.start && a.shared === b.shared && a.thpAdvice === b.thpAdvice && a.noreserve === b.noreserve
+    a.end === b.start &&
+    a.shared === b.shared &&
+    a.thpAdvice === b.thpAdvice &&
+    a.noreserve === b.noreserve &&
+    a.account === b.account
   );
 }
 

@@ -218,6 +218,23 @@ describe("page tables of an address space", () => {
     expect(m.usedFrames).toBe(0);
   });
 
+  it("keeps a leaf table that MADV_DONTNEED empties without covering its whole 2 MiB", () => {
+    const m = new Machine();
+    const p = m.createProcess();
+    const a = mmapPrivate(p, 4 * MiB);
+    p.writeStamp(a, 4 * PAGE, 1);
+    // PT_RECLAIM only frees a table whose whole range the zap covers.
+    p.mm.madvise(a, 4 * PAGE, MADV_DONTNEED);
+    expect(m.usedFrames).toBe(0);
+    expect(p.mm.pt.leafTables).toBe(1);
+    // A fork copies the empty table too (copy_pte_range allocates the child's first).
+    const c = p.fork();
+    expect(c.mm.pt.leafTables).toBe(1);
+    c.exit();
+    p.mm.madvise(a, 2 * MiB, MADV_DONTNEED);
+    expect(p.mm.pt.leafTables).toBe(0);
+  });
+
   it("frees a huge PMD's tables when the THP is unmapped", () => {
     const m = new Machine();
     const p = m.createProcess();

@@ -106,16 +106,53 @@ describe("VMA split and merge through the syscalls", () => {
     expect(layout(mm)).toEqual([[a, a + 8 * PAGE, RW]]);
   });
 
-  it("merges back pieces that were first faulted after the split, since they share one anon_vma", () => {
+  it("does not merge back a piece made read-only before its first fault once both pieces faulted", () => {
     const { p, mm } = setup();
     const a = mmapPrivate(p, 8 * PAGE);
+    // Read-only without an anon_vma, the piece loses VM_ACCOUNT. That flag is not an access
+    // flag, so neither piece lends the other its anon_vma on the first fault, and with two
+    // anon_vmas they cannot merge when the piece is writable (and accounted) again.
     mm.mprotect(a + 4 * PAGE, 4 * PAGE, PROT_READ);
-    // Each piece gets its first page afterwards; the second finds the first's anon_vma reusable
-    // (find_mergeable_anon_vma), so the pieces stay mergeable.
+    expect(mm.findVma(a + 4 * PAGE)!.account).toBe(false);
     p.writeStamp(a, PAGE, 1);
     p.readPageHash(a + 4 * PAGE);
     mm.mprotect(a + 4 * PAGE, 4 * PAGE, RW);
+    expect(mm.findVma(a + 4 * PAGE)!.account).toBe(true);
+    expect(layout(mm)).toEqual([
+      [a, a + 4 * PAGE, RW],
+      [a + 4 * PAGE, a + 8 * PAGE, RW],
+    ]);
+  });
+
+  it("merges back a piece made inaccessible and writable again while it was never faulted", () => {
+    const { p, mm } = setup();
+    const a = mmapPrivate(p, 8 * PAGE);
+    mm.mprotect(a + 4 * PAGE, 4 * PAGE, PROT_NONE);
+    p.writeStamp(a, PAGE, 1);
+    mm.mprotect(a + 4 * PAGE, 4 * PAGE, RW);
     expect(layout(mm)).toEqual([[a, a + 8 * PAGE, RW]]);
+  });
+
+  it("keeps VM_ACCOUNT on a piece made read-only after a fault, which then merges back", () => {
+    const { p, mm } = setup();
+    const a = mmapPrivate(p, 8 * PAGE);
+    p.writeStamp(a, PAGE, 1);
+    mm.mprotect(a + 4 * PAGE, 4 * PAGE, PROT_READ);
+    expect(mm.findVma(a + 4 * PAGE)!.account).toBe(true);
+    p.readPageHash(a + 4 * PAGE);
+    mm.mprotect(a + 4 * PAGE, 4 * PAGE, RW);
+    expect(layout(mm)).toEqual([[a, a + 8 * PAGE, RW]]);
+  });
+
+  it("accounts private writable mappings only, and a read-only one once mprotect makes it writable", () => {
+    const { p, mm } = setup();
+    const rw = mmapPrivate(p, 4 * PAGE);
+    const ro = mmapPrivate(p, 4 * PAGE, PROT_READ);
+    const sh = mmapShared(p, 4 * PAGE);
+    const nr = mm.mmap({ length: 4 * PAGE, prot: RW, flags: PRIVATE | MAP_NORESERVE });
+    expect([rw, ro, sh, nr].map((x) => mm.findVma(x)!.account)).toEqual([true, false, false, false]);
+    mm.mprotect(ro, 4 * PAGE, RW);
+    expect(mm.findVma(ro)!.account).toBe(true);
   });
 
   it("does not merge a forked child's faulted VMA with a new mapping next to it", () => {
@@ -206,6 +243,16 @@ describe("THP advice", () => {
     p.writeStamp(a, HPAGE_PMD_SIZE, 1);
     expect(m.stats.faultThp).toBe(0);
     expect(m.usedFrames).toBe(512);
+  });
+
+  it("leaves a VMA and its THP alone when mprotect asks for the protection it already has", () => {
+    const { m, p, mm } = setup();
+    const a = mmapHuge(p);
+    p.writeStamp(a, HPAGE_PMD_SIZE, 4);
+    mm.mprotect(a + HPAGE_PMD_SIZE / 2, PAGE, RW);
+    expect(m.stats.thpSplitPmd).toBe(0);
+    expect(hugePmdAt(mm, a)).not.toBeNull();
+    expect(layout(mm)).toEqual([[a, a + HPAGE_PMD_SIZE, RW]]);
   });
 
   it("splits a huge PMD that a VMA split (MADV_NOHUGEPAGE on half) cuts through", () => {
