@@ -1,42 +1,57 @@
-/** A tiny benchmark harness: median wall time of repeated runs, ratios against baselines measured in the same process. */
+/**
+ * A small benchmark harness for ratios that hold on a noisy machine: every case is warmed up,
+ * then the cases are timed in interleaved rounds (so drift hits all of them alike) and each keeps
+ * its best round (interference only ever slows a run down).
+ */
 
 export interface Measurement {
   name: string;
-  /** Median seconds per run. */
+  /** Seconds per call, best round. */
   seconds: number;
-  /** Items processed per run (PTEs, pages). */
+  /** Items processed per call (PTEs, pages). */
   items: number;
 }
 
-/**
- * Median time of one call of `fn`: after warming up for `warmupMs`, samples of `batch` calls each
- * (batch sized so a sample takes at least `sampleMs`) are timed `samples` times.
- */
-export function measure(
-  name: string,
-  items: number,
-  fn: () => void,
-  samples = 15,
-  sampleMs = 20,
-  warmupMs = 200,
-): Measurement {
-  const now = () => Number(process.hrtime.bigint()) / 1e6;
-  let t = now();
-  let calls = 0;
-  while (now() - t < warmupMs || calls < 3) {
-    fn();
-    calls++;
+interface Case {
+  name: string;
+  items: number;
+  fn: () => void;
+  batch: number;
+  best: number;
+}
+
+const now = () => Number(process.hrtime.bigint()) / 1e6;
+
+/** Cases measured together. */
+export class Bench {
+  private readonly cases: Case[] = [];
+
+  /** Register a case: `fn` processes `items` items per call. */
+  add(name: string, items: number, fn: () => void): this {
+    this.cases.push({ name, items, fn, batch: 1, best: Number.POSITIVE_INFINITY });
+    return this;
   }
-  const per = (now() - t) / calls;
-  const batch = Math.max(1, Math.ceil(sampleMs / Math.max(per, 1e-6)));
-  const times: number[] = [];
-  for (let s = 0; s < samples; s++) {
-    t = now();
-    for (let i = 0; i < batch; i++) fn();
-    times.push((now() - t) / batch / 1000);
+
+  /** Warm every case up, then time `rounds` interleaved rounds of about `sampleMs` per case. */
+  run(rounds = 9, sampleMs = 25, warmupMs = 300): Map<string, Measurement> {
+    for (const c of this.cases) {
+      const t = now();
+      let calls = 0;
+      while (now() - t < warmupMs || calls < 3) {
+        c.fn();
+        calls++;
+      }
+      c.batch = Math.max(1, Math.ceil(sampleMs / Math.max((now() - t) / calls, 1e-6)));
+    }
+    for (let r = 0; r < rounds; r++) {
+      for (const c of this.cases) {
+        const t = now();
+        for (let i = 0; i < c.batch; i++) c.fn();
+        c.best = Math.min(c.best, (now() - t) / c.batch / 1000);
+      }
+    }
+    return new Map(this.cases.map((c) => [c.name, { name: c.name, seconds: c.best, items: c.items }]));
   }
-  times.sort((a, b) => a - b);
-  return { name, seconds: times[times.length >> 1], items };
 }
 
 /** Items per second of a measurement. */

@@ -14,7 +14,9 @@ import {
   PROT_WRITE,
   SEG_TABLE,
 } from "@hmmkit/mm";
-import { fmtRate, type Measurement, measure, rate } from "./harness.js";
+import { Bench, fmtRate, type Measurement, rate } from "./harness.js";
+
+let results = new Map<string, Measurement>();
 
 const GiB = 1024 ** 3;
 const PTES = 262_144;
@@ -32,7 +34,10 @@ interface Row {
 }
 
 const rows: Row[] = [];
-function row(m: Measurement, base: Measurement, target?: { min?: number; max?: number; text: string }): void {
+const bench = new Bench();
+function row(mName: string, baseName: string, target?: { min?: number; max?: number; text: string }): void {
+  const m = results.get(mName)!;
+  const base = results.get(baseName)!;
   const ratio = rate(m) / rate(base);
   const met =
     target === undefined
@@ -59,7 +64,8 @@ function row(m: Measurement, base: Measurement, target?: { min?: number; max?: n
 const arr = new Int32Array(PTES);
 for (let i = 0; i < PTES; i++) arr[i] = (i * 2654435761) | 1;
 let sink = 0;
-const scan = measure("scan: typed-array scan of 262,144 entries", PTES, () => {
+const scan = "scan: typed-array scan of 262,144 entries";
+bench.add(scan, PTES, () => {
   let s = 0;
   for (let i = 0; i < PTES; i++) s = (s + arr[i]) | 0;
   sink ^= s;
@@ -67,7 +73,8 @@ const scan = measure("scan: typed-array scan of 262,144 entries", PTES, () => {
 function visit(x: number): void {
   sink = (sink + x) | 0;
 }
-const scanCall = measure("scan+call: same scan, a monomorphic call per entry", PTES, () => {
+const scanCall = "scan+call: same scan, a monomorphic call per entry";
+bench.add(scanCall, PTES, () => {
   for (let i = 0; i < PTES; i++) visit(arr[i]);
 });
 
@@ -115,7 +122,8 @@ if (huge % HPAGE_PMD_SIZE !== 0) throw new Error("THP range not aligned");
 
 // ---- walker (issue: mm) -------------------------------------------------------------------------
 const cur = new PageTableCursor(mm.pt);
-const walk = measure("mm walker: PageTableCursor over 1 GiB of 4 KiB PTEs", PTES, () => {
+const walk = "mm walker: PageTableCursor over 1 GiB of 4 KiB PTEs";
+bench.add(walk, PTES, () => {
   let s = 0;
   cur.reset(small, small + GiB);
   const pt = mm.pt;
@@ -136,25 +144,30 @@ const arrDev = core.addDevice(plugin("noop-array", NoopArrayFakeDriver), {
   hugeCallback: false,
 });
 const hugeDev = core.addDevice(plugin("noop-huge", NoopHugeFakeDriver), { name: "huge0" });
-const faultPte = measure("core: device fault, 1 GiB populated, no-op per-PTE driver", PTES, () => {
+const faultPte = "core: device fault, 1 GiB populated, no-op per-PTE driver";
+bench.add(faultPte, PTES, () => {
   core.deviceFault(pteDev, mm, small, small + GiB, false);
 });
-const faultArr = measure("core: device fault, 1 GiB populated, no-op array driver", PTES, () => {
+const faultArr = "core: device fault, 1 GiB populated, no-op array driver";
+bench.add(faultArr, PTES, () => {
   core.deviceFault(arrDev, mm, small, small + GiB, false);
 });
 const hugeDrv = hugeDev.dispatcher.driver as NoopHugeFakeDriver;
 const before = hugeDrv.huge;
 core.deviceFault(hugeDev, mm, huge, huge + GiB, false);
 const hugeCalls = hugeDrv.huge - before;
-const faultHuge = measure("core: device fault, 1 GiB THP-backed, huge callback", PTES, () => {
+const faultHuge = "core: device fault, 1 GiB THP-backed, huge callback";
+bench.add(faultHuge, PTES, () => {
   core.deviceFault(hugeDev, mm, huge, huge + GiB, false);
 });
-const faultPteAgain = measure("core: device fault, 1 GiB 4 KiB-backed, same driver", PTES, () => {
+const faultPteAgain = "core: device fault, 1 GiB 4 KiB-backed, same driver";
+bench.add(faultPteAgain, PTES, () => {
   core.deviceFault(hugeDev, mm, small, small + GiB, false);
 });
 
+results = bench.run();
 console.log(
-  `\nhmmkit benchmarks (node ${process.version}); ratios are rates relative to a baseline measured in this run\n`,
+  `\nhmmkit benchmarks (node ${process.version}); best of 9 interleaved rounds; ratios are rates relative to a baseline measured in this run\n`,
 );
 row(scan, scan);
 row(scanCall, scan);
@@ -175,7 +188,9 @@ rows.push({
   target: "<= 512",
   met: hugeCalls <= 512,
 });
-console.log(`walker: ${fmtRate(rate(walk))} PTEs; scan: ${fmtRate(rate(scan))} entries`);
+console.log(
+  `walker: ${fmtRate(rate(results.get(walk)!))} PTEs; scan: ${fmtRate(rate(results.get(scan)!))} entries`,
+);
 
 const out = fileURLToPath(new URL("./results.json", import.meta.url));
 writeFileSync(
