@@ -69,6 +69,7 @@ export class HmmCore {
   private readonly byOwner: (Device | undefined)[] = [];
   private readonly reapQueue: Device[] = [];
   private notifierDepth = 0;
+  private reaping = false;
 
   constructor(
     @inject(TOKENS.Machine) readonly machine: Machine,
@@ -398,21 +399,28 @@ export class HmmCore {
     dev.state = "failed";
     dev.failure = err;
     this.reapQueue.push(dev);
+    // Inside an invalidation the page tables are mid-change: finish when the operation is done.
     if (this.notifierDepth === 0) this.reap();
+    else this.machine.defer(() => this.reap());
   }
 
   /**
    * Finish detaching failed devices: bring their pages home with the core's own copy, drop their
-   * notifiers. Runs at the start of every core operation; call it after CPU-side operations if a
-   * driver may have failed inside an invalidation.
+   * notifiers. Runs as soon as the failure is seen, or, for a failure inside an invalidation, when
+   * the memory operation that sent it has finished; every core operation also starts with it.
    */
   reap(): void {
-    if (this.notifierDepth > 0) return;
-    while (this.reapQueue.length > 0) {
-      const dev = this.reapQueue.shift()!;
-      this.evacuate(dev);
-      for (const b of dev.bindings.values()) b.notifier.remove();
-      dev.bindings.clear();
+    if (this.notifierDepth > 0 || this.reaping) return;
+    this.reaping = true;
+    try {
+      while (this.reapQueue.length > 0) {
+        const dev = this.reapQueue.shift()!;
+        this.evacuate(dev);
+        for (const b of dev.bindings.values()) b.notifier.remove();
+        dev.bindings.clear();
+      }
+    } finally {
+      this.reaping = false;
     }
   }
 

@@ -68,6 +68,8 @@ export class Machine {
   /** Live address spaces, in creation order. */
   readonly mms = new Set<Mm>();
   private readonly pagemaps: (DevicePagemapOps | undefined)[] = [];
+  private deferred: (() => void)[] = [];
+  private runningDeferred = false;
   private lastMmId = 0;
   private lastPid = 0;
   private lastAnonVma = 0;
@@ -135,6 +137,25 @@ export class Machine {
     if (ops === undefined)
       throw new MmError("EFAULT", `no device pagemap registered for owner ${owner}`, "NO_PAGEMAP");
     return ops;
+  }
+
+  /**
+   * Run `work` at the next safe point: when the memory operation in progress (a syscall, a CPU
+   * fault) has finished. Owners of notifiers use it for work they cannot do inside a callback.
+   */
+  defer(work: () => void): void {
+    this.deferred.push(work);
+  }
+
+  /** @internal Run deferred work; called when a syscall or a CPU fault completes. */
+  runDeferred(): void {
+    if (this.deferred.length === 0 || this.runningDeferred) return;
+    this.runningDeferred = true;
+    try {
+      while (this.deferred.length > 0) this.deferred.shift()!();
+    } finally {
+      this.runningDeferred = false;
+    }
   }
 
   /** Frames in use (a leak check after every process exited should see 0). */

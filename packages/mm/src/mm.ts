@@ -98,6 +98,15 @@ export class Mm {
     else this.rssAnon -= n;
   }
 
+  /** Run a syscall, then the machine's deferred work (the syscall's end is a safe point). */
+  private atSafePoint<T>(op: () => T): T {
+    try {
+      return op();
+    } finally {
+      this.machine.runDeferred();
+    }
+  }
+
   /** The VMA containing `va`, or null. */
   findVma(va: number): Vma | null {
     return this.vmas.find(va);
@@ -111,6 +120,10 @@ export class Mm {
 
   /** mmap(2) of anonymous memory; returns the start address. */
   mmap(opts: MmapOptions): number {
+    return this.atSafePoint(() => this.mmapOp(opts));
+  }
+
+  private mmapOp(opts: MmapOptions): number {
     this.checkAlive("mmap");
     const { length, prot, flags } = opts;
     checkLength("mmap", length);
@@ -200,6 +213,10 @@ export class Mm {
 
   /** munmap(2). Holes in the range are ignored, as in Linux. */
   munmap(addr: number, length: number): void {
+    this.atSafePoint(() => this.munmapOp(addr, length));
+  }
+
+  private munmapOp(addr: number, length: number): void {
     this.checkAlive("munmap");
     checkAddr("munmap", addr);
     checkLength("munmap", length);
@@ -258,6 +275,10 @@ export class Mm {
    * as in Linux. A zero length succeeds without doing anything.
    */
   mprotect(addr: number, length: number, prot: number): void {
+    this.atSafePoint(() => this.mprotectOp(addr, length, prot));
+  }
+
+  private mprotectOp(addr: number, length: number, prot: number): void {
     this.checkAlive("mprotect");
     checkAddr("mprotect", addr);
     checkLength("mprotect", length);
@@ -314,6 +335,10 @@ export class Mm {
    * mapped part of the range; if the range had a hole the call then fails with ENOMEM, as in Linux.
    */
   madvise(addr: number, length: number, advice: number): void {
+    this.atSafePoint(() => this.madviseOp(addr, length, advice));
+  }
+
+  private madviseOp(addr: number, length: number, advice: number): void {
     this.checkAlive("madvise");
     checkAddr("madvise", addr);
     checkLength("madvise", length);
@@ -361,6 +386,10 @@ export class Mm {
    * address space, then all mappings are unmapped and all page tables freed.
    */
   exit(): void {
+    this.atSafePoint(() => this.exitOp());
+  }
+
+  private exitOp(): void {
     if (this.exited) return;
     if (this.notifiers.size > 0)
       this.notifiers.invalidate(0, TASK_SIZE, MmuNotifyEvent.RELEASE, null, () => {});

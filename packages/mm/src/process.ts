@@ -65,7 +65,11 @@ export class Process {
   fork(): Process {
     if (this.exited) throw new MmError("EINVAL", `fork: process ${this.pid} has exited`);
     const child = new Process(this.machine, this.machine.newPid(), this.machine.newMm(), this);
-    dupMm(this.mm, child.mm);
+    try {
+      dupMm(this.mm, child.mm);
+    } finally {
+      this.machine.runDeferred();
+    }
     return child;
   }
 
@@ -116,6 +120,7 @@ export class Process {
       }
       this.minorFaults++;
       const r = handleMmFault(mm, vma, va, write ? FAULT_FLAG_WRITE : 0);
+      this.machine.runDeferred();
       if (r & VM_FAULT_RETRY) return ACCESS_WAIT_MIGRATION;
       if (r & VM_FAULT_OOM) return ACCESS_OOM;
       if (r !== 0) return ACCESS_SIGBUS;

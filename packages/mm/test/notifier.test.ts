@@ -427,3 +427,31 @@ describe("notifier counters", () => {
     expect(m.stats.notifier.pages - before.pages).toBe(4 + 2);
   });
 });
+
+describe("work deferred from a callback", () => {
+  it("runs when the syscall that sent the invalidation has finished, not inside it", () => {
+    const { m, mm, a, fake } = watched();
+    const seen: (number | null)[] = [];
+    fake.onInvalidate = () => {
+      // Inside the callback the page is still mapped; the deferred work sees it gone.
+      seen.push(pteAt(mm, a) === null ? 0 : 1);
+      m.defer(() => seen.push(pteAt(mm, a) === null ? 0 : 1));
+    };
+    mm.munmap(a, 8 * PAGE);
+    expect(seen).toEqual([1, 0]);
+  });
+
+  it("runs after a CPU fault that sent the invalidation (a COW break)", () => {
+    const { m, p, mm, a, fake } = watched();
+    const child = p.fork();
+    const order: string[] = [];
+    fake.onInvalidate = () => {
+      order.push("callback");
+      m.defer(() => order.push("deferred"));
+    };
+    p.touch(a, PAGE, true, 5);
+    order.push("after touch");
+    expect(order).toEqual(["callback", "deferred", "after touch"]);
+    child.exit();
+  });
+});
