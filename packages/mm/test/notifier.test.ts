@@ -442,7 +442,7 @@ describe("work deferred from a callback", () => {
   });
 
   it("runs after a CPU fault that sent the invalidation (a COW break)", () => {
-    const { m, p, mm, a, fake } = watched();
+    const { m, p, a, fake } = watched();
     const child = p.fork();
     const order: string[] = [];
     fake.onInvalidate = () => {
