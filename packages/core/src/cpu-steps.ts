@@ -6,11 +6,13 @@ import {
   alignDown,
   defaultStamp,
   hex,
+  type Mm,
   MmError,
   PAGE_SIZE,
   type Process,
   SegvError,
 } from "@hmmkit/mm";
+import { mmapLock as mmapLockOf } from "./mmap-lock.js";
 import type { Steps } from "./scheduler.js";
 
 /**
@@ -48,8 +50,26 @@ export function* cpuTouchSteps(
   return proc.minorFaults - before;
 }
 
-/** One atomic CPU-side operation (an mmap, munmap, mprotect, madvise, fork...) as a single step. */
-export function* cpuOpSteps<T>(label: string, op: () => T): Steps<T> {
+/**
+ * One atomic CPU-side operation (an mmap, munmap, mprotect, madvise, fork...) as a single step.
+ * With `mmapLock`, the operation first takes that address space's mmap_lock: "write" for the
+ * operations that change VMAs (mmap, munmap, mprotect, MADV_HUGEPAGE, fork, exit), which then wait
+ * for a migration in flight; "read" for MADV_DONTNEED. Without it, it runs whenever scheduled.
+ */
+export function* cpuOpSteps<T>(
+  label: string,
+  op: () => T,
+  mmapLock?: { mm: Mm; mode: "read" | "write" },
+): Steps<T> {
   yield `cpu:${label}`;
-  return op();
+  if (mmapLock === undefined) return op();
+  const lock = mmapLockOf(mmapLock.mm);
+  if (mmapLock.mode === "write") yield* lock.write();
+  else yield* lock.read();
+  try {
+    return op();
+  } finally {
+    if (mmapLock.mode === "write") lock.writeUnlock();
+    else lock.readUnlock();
+  }
 }

@@ -12,6 +12,7 @@ export * from "./errors.js";
 export * from "./flags.js";
 export * from "./hmm-core.js";
 export type { MigrateResult } from "./migration.js";
+export * from "./mmap-lock.js";
 export * from "./plugin.js";
 export * from "./range.js";
 export * from "./scheduler.js";

@@ -22,6 +22,7 @@ import {
 import type { Device } from "./device.js";
 import { HmmError } from "./errors.js";
 import { HMM_PFN_DEVICE_PRIVATE, HMM_PFN_VALID, HMM_PFN_WRITE } from "./flags.js";
+import { mmapLock } from "./mmap-lock.js";
 import { checkRange } from "./range.js";
 import type { Steps } from "./scheduler.js";
 
@@ -72,6 +73,22 @@ export function* migrateToDeviceSteps(
   end: number,
 ): Steps<MigrateResult> {
   checkRange("migrate to device", start, end);
+  const lock = mmapLock(mm);
+  yield* lock.read();
+  try {
+    return yield* migrateToDeviceLocked(host, dev, mm, start, end);
+  } finally {
+    lock.readUnlock();
+  }
+}
+
+function* migrateToDeviceLocked(
+  host: MigrationHost,
+  dev: Device,
+  mm: Mm,
+  start: number,
+  end: number,
+): Steps<MigrateResult> {
   const res: MigrateResult = { selected: 0, migrated: 0 };
   const stats = dev.stats;
   for (const [a, b] of [...pieces(mm, start, end, "migrate to device")]) {
@@ -162,11 +179,17 @@ export function* migrateToDeviceSteps(
 export function* migrateToRamSteps(dev: Device, mm: Mm, start: number, end: number): Steps<MigrateResult> {
   checkRange("migrate to RAM", start, end);
   const res: MigrateResult = { selected: 0, migrated: 0 };
-  for (const [a, b] of [...pieces(mm, start, end, "migrate to RAM")]) {
-    const r = migrateBack(dev, mm, a, b);
-    res.selected += r.selected;
-    res.migrated += r.migrated;
-    yield "migrate:to-ram";
+  const lock = mmapLock(mm);
+  yield* lock.read();
+  try {
+    for (const [a, b] of [...pieces(mm, start, end, "migrate to RAM")]) {
+      const r = migrateBack(dev, mm, a, b);
+      res.selected += r.selected;
+      res.migrated += r.migrated;
+      yield "migrate:to-ram";
+    }
+  } finally {
+    lock.readUnlock();
   }
   return res;
 }
