@@ -2,7 +2,6 @@ import {
   ENTRY_DEVICE_PRIVATE,
   ENTRY_KIND_MASK,
   entryOwner,
-  hex,
   type Machine,
   type Mm,
   type MmuIntervalNotifier,
@@ -434,11 +433,5 @@ export class HmmCore {
   /** The translations `dev`'s driver holds now. */
   translations(dev: Device): DeviceTranslation[] {
     return dev.dispatcher.translations();
-  }
-
-  /** A short description of where `va` stands for `dev` (for messages). */
-  describe(dev: Device, mm: MmLike, va: number): string {
-    const s = this.snapshot(dev, mm, va - (va % PAGE_SIZE), va - (va % PAGE_SIZE) + PAGE_SIZE);
-    return `${hex(va)}: pfn ${s.pfns[0]} flags ${s.flags[0]}`;
   }
 }

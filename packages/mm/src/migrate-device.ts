@@ -1,4 +1,4 @@
-import { alignDown, HPAGE_PMD_NR, HPAGE_PMD_SIZE, hex, PAGE_SIZE } from "./constants.js";
+import { alignDown, HPAGE_PMD_SIZE, hex, PAGE_SIZE } from "./constants.js";
 import {
   deviceEntryFlags,
   ENTRY_DEVICE_PRIVATE,
@@ -275,6 +275,3 @@ function insertHole(mm: Mm, va: number, dst: number, dstDevice: boolean, owner: 
     mm.pt.setPte(pos, dst, ENTRY_PRESENT | ENTRY_YOUNG | (vma.writable ? ENTRY_WRITE | ENTRY_DIRTY : 0));
   }
 }
-
-/** Pages in a 2 MiB block (re-exported for callers sizing migrations by PMD). */
-export const MIGRATE_CHUNK_PAGES = HPAGE_PMD_NR;
