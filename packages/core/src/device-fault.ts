@@ -19,13 +19,7 @@ import {
 } from "@hmmkit/mm";
 import type { Device } from "./device.js";
 import { HmmError } from "./errors.js";
-import {
-  HMM_PFN_DEVICE_PRIVATE,
-  HMM_PFN_ORDER_SHIFT,
-  HMM_PFN_VALID,
-  HMM_PFN_WRITE,
-  hmmFlagsOfPresent,
-} from "./flags.js";
+import { HMM_PFN_ORDER_SHIFT, hmmFlagsOfDevicePrivate, hmmFlagsOfPresent } from "./flags.js";
 import { checkAccess, checkRange } from "./range.js";
 import type { Steps } from "./scheduler.js";
 
@@ -112,7 +106,7 @@ function walkChunk(
               need = i;
               break;
             }
-            outFlags[i] = HMM_PFN_VALID | HMM_PFN_DEVICE_PRIVATE | (f & ENTRY_WRITE ? HMM_PFN_WRITE : 0);
+            outFlags[i] = hmmFlagsOfDevicePrivate(f);
           } else if (kind === ENTRY_MIGRATION) {
             return WALK_WAIT;
           } else {

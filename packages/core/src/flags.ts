@@ -37,6 +37,11 @@ export function hmmFlagsOfPresent(f: number): number {
   );
 }
 
+/** HMM flags (VALID, DEVICE_PRIVATE, WRITE) of a CPU device-private entry owned by the caller. */
+export function hmmFlagsOfDevicePrivate(f: number): number {
+  return HMM_PFN_VALID | HMM_PFN_DEVICE_PRIVATE | (f & ENTRY_WRITE ? HMM_PFN_WRITE : 0);
+}
+
 /** hmm_pfn_to_map_order: the map order of a flags word (0 for a 4 KiB PTE, 9 for a PMD). */
 export function hmmPfnToMapOrder(flags: number): number {
   return (flags >>> HMM_PFN_ORDER_SHIFT) & HMM_PFN_ORDER_MASK;

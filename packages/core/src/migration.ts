@@ -1,7 +1,6 @@
 import {
   ENTRY_DEVICE_PRIVATE,
   ENTRY_KIND_MASK,
-  ENTRY_WRITE,
   entryOwner,
   HPAGE_PMD_SIZE,
   hex,
@@ -21,7 +20,7 @@ import {
 } from "@hmmkit/mm";
 import type { Device } from "./device.js";
 import { HmmError } from "./errors.js";
-import { HMM_PFN_DEVICE_PRIVATE, HMM_PFN_VALID, HMM_PFN_WRITE } from "./flags.js";
+import { hmmFlagsOfDevicePrivate } from "./flags.js";
 import { mmapLock } from "./mmap-lock.js";
 import { checkRange } from "./range.js";
 import type { Steps } from "./scheduler.js";
@@ -148,8 +147,7 @@ function* migrateToDeviceLocked(
           if (!(args.srcFlags[i] & MIGRATE_PFN_VALID)) stats.zeroFilledToDevice++;
           res.migrated++;
           dev.memory.noteInstalled(args.dst[i], mm.id, va);
-          flags =
-            HMM_PFN_VALID | HMM_PFN_DEVICE_PRIVATE | (pt.pteFlags[pos] & ENTRY_WRITE ? HMM_PFN_WRITE : 0);
+          flags = hmmFlagsOfDevicePrivate(pt.pteFlags[pos]);
         }
       }
       args.dstFlags[i] = flags;

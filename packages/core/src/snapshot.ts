@@ -3,7 +3,6 @@ import {
   ENTRY_KIND_MASK,
   ENTRY_PRESENT,
   ENTRY_PROTNONE,
-  ENTRY_WRITE,
   entryOwner,
   type Mm,
   PAGE_SIZE,
@@ -12,12 +11,10 @@ import {
   SEG_TABLE,
 } from "@hmmkit/mm";
 import {
-  HMM_PFN_DEVICE_PRIVATE,
   HMM_PFN_ERROR,
   HMM_PFN_ORDER_SHIFT,
   HMM_PFN_REMOTE_PRIVATE,
-  HMM_PFN_VALID,
-  HMM_PFN_WRITE,
+  hmmFlagsOfDevicePrivate,
   hmmFlagsOfPresent,
 } from "./flags.js";
 import { checkRange } from "./range.js";
@@ -78,7 +75,7 @@ export function snapshotRange(mm: Mm, owner: number, start: number, end: number)
         } else if (kind === ENTRY_DEVICE_PRIVATE) {
           if (entryOwner(f) === owner) {
             pfns[i0 + i] = pt.ptePfn[base + i];
-            flags[i0 + i] = HMM_PFN_VALID | HMM_PFN_DEVICE_PRIVATE | (f & ENTRY_WRITE ? HMM_PFN_WRITE : 0);
+            flags[i0 + i] = hmmFlagsOfDevicePrivate(f);
           } else flags[i0 + i] = HMM_PFN_REMOTE_PRIVATE;
         }
       }

@@ -19,7 +19,7 @@ import type { Mm } from "./mm.js";
 import { MmuNotifyEvent } from "./notifier.js";
 import { rmapAddPte, rmapRemovePte } from "./rmap.js";
 import { forEachMapping } from "./rmap-walk.js";
-import { splitHugePmdLocked } from "./thp.js";
+import { splitHugePmd } from "./thp.js";
 
 /** migrate_pfn flags (MIGRATE_PFN_*), kept beside the pfn arrays of {@link MigrateVma}. */
 export const MIGRATE_PFN_VALID = 1 << 0;
@@ -111,9 +111,7 @@ export function migrateVmaSetup(args: MigrateVma): void {
       if (slot >= 0 && mm.pt.leafAt(slot) < 0 && (mm.pt.pmdFlags[slot] & ENTRY_KIND_MASK) !== ENTRY_NONE) {
         // A THP (or the huge zero page) is migrated page by page: split the PMD first.
         const haddr = alignDown(va, HPAGE_PMD_SIZE);
-        mm.notifiers.invalidate(haddr, haddr + HPAGE_PMD_SIZE, MmuNotifyEvent.CLEAR, null, () =>
-          splitHugePmdLocked(mm, slot),
-        );
+        splitHugePmd(mm, slot, haddr);
       }
       const pos = mm.pt.ptePos(va);
       const flags = pos < 0 ? 0 : mm.pt.pteFlags[pos];

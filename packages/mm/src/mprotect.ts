@@ -12,7 +12,7 @@ import {
 import { FRAME_ANON, FRAME_ANON_EXCLUSIVE } from "./frame-pool.js";
 import type { Mm } from "./mm.js";
 import { MmuNotifyEvent } from "./notifier.js";
-import { splitHugePmdLocked } from "./thp.js";
+import { splitHugePmd } from "./thp.js";
 import type { Vma } from "./vma.js";
 import { PageTableCursor, SEG_HUGE, SEG_NONE, SEG_TABLE } from "./walker.js";
 
@@ -73,9 +73,7 @@ export function changeProtection(mm: Mm, vma: Vma, start: number, end: number): 
           }
           continue;
         }
-        mm.notifiers.invalidate(haddr, haddr + HPAGE_PMD_SIZE, MmuNotifyEvent.CLEAR, null, () =>
-          splitHugePmdLocked(mm, cur.slot),
-        );
+        splitHugePmd(mm, cur.slot, haddr);
       } else if (cur.kind !== SEG_TABLE) continue;
       const base = pt.leafAt(cur.slot) * 512;
       const pfns = pt.ptePfn;

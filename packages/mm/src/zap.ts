@@ -9,9 +9,8 @@ import {
   entryOwner,
 } from "./entry.js";
 import type { Mm } from "./mm.js";
-import { MmuNotifyEvent } from "./notifier.js";
 import { rmapRemovePmd, rmapRemovePte } from "./rmap.js";
-import { splitHugePmdLocked } from "./thp.js";
+import { splitHugePmd } from "./thp.js";
 import { PageTableCursor, SEG_HUGE, SEG_TABLE } from "./walker.js";
 
 /**
@@ -37,9 +36,7 @@ export function zapRange(mm: Mm, start: number, end: number, dontneed = false): 
       }
       // The split happens inside the caller's invalidation of [start, end); the kernel also
       // notifies the whole PMD, and so do we, nested.
-      mm.notifiers.invalidate(haddr, haddr + HPAGE_PMD_SIZE, MmuNotifyEvent.CLEAR, null, () =>
-        splitHugePmdLocked(mm, cur.slot),
-      );
+      splitHugePmd(mm, cur.slot, haddr);
     } else if (cur.kind !== SEG_TABLE) continue;
     const leaf = pt.leafAt(cur.slot);
     const base = leaf * 512;
