@@ -768,34 +768,33 @@ const MUST_EXERCISE = [
 ];
 
 describe("random syscall and access sequences against a shadow model", () => {
-  it("keep data, protections and frame accounting as the model says, in tag mode", () => {
+  /** Run random sequences in `mode` against the model and check they exercised the main paths. */
+  function checkAgainstModel(
+    mode: "tag" | "bytes",
+    minLength: number,
+    maxLength: number,
+    numRuns: number,
+  ): void {
     const coverage: Coverage = {};
     fc.assert(
       fc.property(
         configArb,
-        fc.array(opArb(false), { minLength: 20, maxLength: 60, size: "max" }),
+        fc.array(opArb(mode === "bytes"), { minLength, maxLength, size: "max" }),
         (config, ops) => {
-          runOps("tag", config, ops, coverage);
+          runOps(mode, config, ops, coverage);
         },
       ),
-      { seed: 42, numRuns: 80 },
+      { seed: 42, numRuns },
     );
     for (const k of MUST_EXERCISE) expect(coverage[k], k).toBeGreaterThan(0);
+  }
+
+  it("keep data, protections and frame accounting as the model says, in tag mode", () => {
+    checkAgainstModel("tag", 20, 60, 80);
   });
 
   it("keep data, including raw bytes, as the model says, in bytes mode", () => {
-    const coverage: Coverage = {};
-    fc.assert(
-      fc.property(
-        configArb,
-        fc.array(opArb(true), { minLength: 15, maxLength: 40, size: "max" }),
-        (config, ops) => {
-          runOps("bytes", config, ops, coverage);
-        },
-      ),
-      { seed: 42, numRuns: 50 },
-    );
-    for (const k of MUST_EXERCISE) expect(coverage[k], k).toBeGreaterThan(0);
+    checkAgainstModel("bytes", 15, 40, 50);
   });
 
   it("give the same contentDigest after every op in bytes and tag mode for stamped writes", () => {
