@@ -13,6 +13,23 @@
  * A callback that throws fails its device only: the core detaches the driver, drops what it
  * mirrored, brings its pages home, and reports a DriverError naming the device, the callback and
  * the address.
+ *
+ * Errors have partial effects, as in the kernel. A device fault walks its range in PMD-sized
+ * chunks and commits each chunk to the driver (the mirror callbacks) before walking the next;
+ * like hmm_range_fault it faults pages in as it walks, so when it meets a page with no VMA or in
+ * a PROT_NONE VMA (EFAULT) or needs a write fault in a read-only VMA (EPERM), the pages before
+ * that page stay faulted in, the chunks before it stay committed (a kernel driver calling
+ * hmm_range_fault per chunk, as lib/test_hmm.c's dmirror_fault does per 64 pages, would hold
+ * them), and the chunk holding the error is not reported. A migration works per VMA and stops
+ * with EINVAL at the first missing or unreadable VMA, after migrating (and reporting) the ones
+ * before it, as dmirror_migrate_to_device does; makeExclusive stops at the first page
+ * make_device_exclusive refuses, keeping the pages before it exclusive.
+ *
+ * This device's own device-private pages are reported, never faulted, even on a write fault
+ * when they are not writable (shared after fork, or after mprotect): hmm_vma_handle_pte "just
+ * reports the PFN" when dev_private_owner matches. They arrive without WRITE; the fault's
+ * result counts them (`DeviceFaultResult.reportedReadOnly`) and the caller decides (the kernel's
+ * test driver returns EFAULT and the page stays on the device; to write it, migrate it home).
  */
 import type { MmuNotifyEvent } from "@hmmkit/mm";
 

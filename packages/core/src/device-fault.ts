@@ -20,7 +20,7 @@ import {
 import type { Device } from "./device.js";
 import { HmmError } from "./errors.js";
 import { HMM_PFN_ORDER_SHIFT, hmmFlagsOfDevicePrivate, hmmFlagsOfPresent } from "./flags.js";
-import { checkAccess, checkRange } from "./range.js";
+import { checkRange } from "./range.js";
 import type { Steps } from "./scheduler.js";
 
 /** What a device fault did. */
@@ -31,6 +31,14 @@ export interface DeviceFaultResult {
   cpuFaults: number;
   /** Chunks walked again because an invalidation overlapped them. */
   retries: number;
+  /**
+   * Pages of a write fault reported without WRITE: this device's own device-private pages that
+   * are not writable (shared after fork, or after mprotect of migrated pages). hmm_range_fault
+   * reports such a page and never faults it (hmm_vma_handle_pte: the dev_private_owner matches,
+   * "just report the PFN"); the driver decides (lib/test_hmm.c's dmirror_do_fault returns
+   * EFAULT and the page stays on the device). Always 0 for a read fault.
+   */
+  reportedReadOnly: number;
 }
 
 const WALK_OK = 0;
@@ -46,6 +54,8 @@ class FaultChunk {
   count = 0;
   hugePfn = 0;
   hugeFlags = 0;
+  /** Pages of the chunk reported without WRITE on a write fault (own read-only device pages). */
+  readOnly = 0;
   readonly flags = new Int32Array(512);
 }
 
@@ -53,8 +63,14 @@ class FaultChunk {
  * Walk [va, end) (inside one PMD) and make every page valid for the access, as hmm_range_fault
  * with HMM_PFN_REQ_FAULT (and REQ_WRITE) does: none entries, write-protected entries on a write
  * fault, other devices' private pages and device-exclusive entries are faulted through
- * handle_mm_fault; this device's private pages are reported, not faulted (dev_private_owner); a
+ * handle_mm_fault; this device's private pages are reported as they are, never faulted, even
+ * read-only ones on a write fault (hmm_vma_handle_pte with a matching dev_private_owner); a
  * migration entry makes the walk wait. Fills `out` with the chunk's location and HMM flags.
+ *
+ * Errors come as the walk reaches them, after the pages before them were faulted in (as
+ * hmm_range_fault, which faults as it walks): a page with no VMA or in a PROT_NONE VMA is EFAULT
+ * (hmm_vma_walk_test / hmm_vma_walk_hole), a write fault in a VMA without VM_WRITE is EPERM
+ * (hmm_vma_fault).
  */
 function walkChunk(
   dev: Device,
@@ -70,6 +86,7 @@ function walkChunk(
   const n = (end - va) / PAGE_SIZE;
   out.count = n;
   for (let pass = 0; pass < 8; pass++) {
+    out.readOnly = 0;
     const slot = pt.pmdSlot(va);
     let need = 0; // index of the first page that needs a fault
     if (slot >= 0) {
@@ -102,10 +119,7 @@ function walkChunk(
             kind === ENTRY_DEVICE_PRIVATE &&
             ((f >>> ENTRY_OWNER_SHIFT) & ENTRY_OWNER_MASK) === owner
           ) {
-            if (write && !(f & ENTRY_WRITE)) {
-              need = i;
-              break;
-            }
+            if (write && !(f & ENTRY_WRITE)) out.readOnly++;
             outFlags[i] = hmmFlagsOfDevicePrivate(f);
           } else if (kind === ENTRY_MIGRATION) {
             return WALK_WAIT;
@@ -128,10 +142,15 @@ function walkChunk(
       const a = va + i * PAGE_SIZE;
       if (!needsFault(mm, a, write, owner)) continue;
       const vma = mm.findVma(a);
-      if (vma === null || !vma.readable)
-        throw new HmmError("EFAULT", `device fault: ${hex(a)} is no longer mapped readable`);
+      const done = a > va ? `; [${hex(va)}, ${hex(a)}) stays faulted in, this chunk is not reported` : "";
+      if (vma === null) throw new HmmError("EFAULT", `device fault: no mapping at ${hex(a)}${done}`);
+      if (!vma.readable)
+        throw new HmmError("EFAULT", `device fault: ${hex(a)} is in a PROT_NONE mapping ${vma}${done}`);
       if (write && !vma.writable)
-        throw new HmmError("EPERM", `device fault: ${hex(a)} is no longer writable`);
+        throw new HmmError(
+          "EPERM",
+          `device fault: write fault at ${hex(a)} in read-only mapping ${vma}${done}`,
+        );
       faults.n++;
       dev.stats.cpuFaultsForDevice++;
       const r = handleMmFault(mm, vma, a, FAULT_FLAG_REMOTE | (write ? FAULT_FLAG_WRITE : 0));
@@ -144,7 +163,10 @@ function walkChunk(
   throw new HmmError("EBUSY", `device fault: [${hex(va)}, ${hex(end)}) did not settle after 8 passes`);
 }
 
-/** True if the entry at `va` is not valid for the access by device `owner` (hmm_pte_need_fault). */
+/**
+ * True if the entry at `va` must be faulted for the access by device `owner` (hmm_pte_need_fault);
+ * the owner's own device-private pages never are.
+ */
 function needsFault(mm: Mm, va: number, write: boolean, owner: number): boolean {
   const pt = mm.pt;
   const slot = pt.pmdSlot(va);
@@ -155,8 +177,7 @@ function needsFault(mm: Mm, va: number, write: boolean, owner: number): boolean 
   else f = pt.pteFlags[leaf * 512 + (Math.floor(va / PAGE_SIZE) & 511)];
   const kind = f & ENTRY_KIND_MASK;
   if (kind === ENTRY_PRESENT) return (f & ENTRY_PROTNONE) !== 0 || (write && !(f & ENTRY_WRITE));
-  if (kind === ENTRY_DEVICE_PRIVATE && ((f >>> ENTRY_OWNER_SHIFT) & ENTRY_OWNER_MASK) === owner)
-    return write && !(f & ENTRY_WRITE);
+  if (kind === ENTRY_DEVICE_PRIVATE && ((f >>> ENTRY_OWNER_SHIFT) & ENTRY_OWNER_MASK) === owner) return false;
   return kind !== ENTRY_MIGRATION;
 }
 
@@ -168,7 +189,7 @@ export interface FaultNotifier {
 
 /** State of one device fault: the walk and commit of each PMD-sized chunk. */
 export class DeviceFaultOp {
-  readonly result: DeviceFaultResult = { pages: 0, cpuFaults: 0, retries: 0 };
+  readonly result: DeviceFaultResult = { pages: 0, cpuFaults: 0, retries: 0, reportedReadOnly: 0 };
   private readonly chunk = new FaultChunk();
   private readonly faults = { n: 0 };
 
@@ -181,7 +202,7 @@ export class DeviceFaultOp {
     readonly write: boolean,
   ) {
     checkRange("device fault", start, end);
-    checkAccess("device fault", mm, start, end, write);
+    if (mm.exited) throw new HmmError("EFAULT", `device fault: address space ${mm.id} has exited`);
     dev.stats.deviceFaults++;
   }
 
@@ -232,6 +253,7 @@ export class DeviceFaultOp {
     }
     if (!ok) throw disp.failure!;
     this.result.pages += pages;
+    this.result.reportedReadOnly += chunk.readOnly;
     dev.stats.pagesMirrored += pages;
     return true;
   }
@@ -271,7 +293,11 @@ export function deviceFaultSync(op: DeviceFaultOp): DeviceFaultResult {
  * hmm_range_fault does under the mmap read lock), a preemption point, then under the driver lock
  * read_retry: if an invalidation ran meanwhile the chunk is walked again, otherwise its entries
  * go to the driver (per PTE, per huge PMD or as an array). Errors (EFAULT outside VMAs or on
- * PROT_NONE, EPERM for a write to a read-only VMA) are raised before any fault or driver call.
+ * PROT_NONE, EPERM for a write to a read-only VMA) come when the walk reaches them, as in
+ * hmm_range_fault: pages before the error stay faulted in, and the chunks committed before the
+ * error stay committed (what a kernel driver calling hmm_range_fault per chunk, as
+ * lib/test_hmm.c's dmirror_fault does per 64 pages, would hold); the chunk holding the error is
+ * not reported.
  */
 export function* deviceFaultSteps(op: DeviceFaultOp): Steps<DeviceFaultResult> {
   let va = op.start;

@@ -34,7 +34,7 @@ import {
   migrateToRamSteps,
 } from "./migration.js";
 import { validatePlugin } from "./plugin.js";
-import { checkAccess, checkRange, type MmLike, mmOf } from "./range.js";
+import { checkRange, type MmLike, mmOf } from "./range.js";
 import { runSteps, type Steps } from "./scheduler.js";
 import { type RangeSnapshot, snapshotRange } from "./snapshot.js";
 import type { HmmStats } from "./stats.js";
@@ -293,14 +293,18 @@ export class HmmCore {
   /**
    * Give `dev` exclusive access to every page of [start, end) (make_device_exclusive per page) and
    * report each to the driver with VALID|WRITE|EXCLUSIVE. The CPU's next access to a page
-   * restores it and sends an EXCLUSIVE invalidation. Returns the pages made exclusive.
+   * restores it and sends an EXCLUSIVE invalidation. Returns the pages made exclusive. Errors are
+   * those of make_device_exclusive (EFAULT for no VMA, PROT_NONE or a read-only mapping;
+   * EOPNOTSUPP for memory that is not private anonymous) and come at the page that has them: the
+   * pages before it stay exclusive and reported, as lib/test_hmm.c's dmirror_exclusive maps each
+   * page as it goes.
    */
   makeExclusive(dev: Device, mmLike: MmLike, start: number, end: number): number {
     this.reap();
     this.requireActive(dev);
     const mm = mmOf(mmLike);
     checkRange("make exclusive", start, end);
-    checkAccess("make exclusive", mm, start, end, true);
+    if (mm.exited) throw new HmmError("EFAULT", `make exclusive: address space ${mm.id} has exited`);
     this.bind(dev, mm);
     const pfn = new Int32Array(1);
     const flags = new Int32Array([HMM_PFN_VALID | HMM_PFN_WRITE | HMM_PFN_EXCLUSIVE]);

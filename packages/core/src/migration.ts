@@ -39,13 +39,21 @@ export interface MigrationHost {
   evictFor(dev: Device): boolean;
 }
 
-/** Split [start, end) into pieces that stay inside one VMA and one PMD (migrate_vma works per VMA). */
+/**
+ * Split [start, end) into pieces that stay inside one VMA and one PMD (migrate_vma works per VMA),
+ * looked up lazily as the caller finishes each piece: a missing or unreadable VMA is EINVAL when
+ * the loop reaches it, after the pieces before it migrated (lib/test_hmm.c's
+ * dmirror_migrate_to_device and dmirror_migrate_to_system check vma_lookup and VM_READ per
+ * iteration and return -EINVAL there, keeping what they already moved).
+ */
 function* pieces(mm: Mm, start: number, end: number, op: string): Generator<[number, number]> {
   let a = start;
   while (a < end) {
     const vma = mm.findVma(a);
     if (vma === null || !vma.readable) {
-      throw new HmmError("EINVAL", `${op}: ${hex(a)} is not in a readable mapping`);
+      const done = a > start ? `; [${hex(start)}, ${hex(a)}) was migrated` : "";
+      const why = vma === null ? "no mapping at" : `PROT_NONE mapping ${vma} at`;
+      throw new HmmError("EINVAL", `${op}: ${why} ${hex(a)}${done}`);
     }
     const pmdEnd = a - (a % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
     const next = Math.min(end, vma.end, pmdEnd);
@@ -60,7 +68,8 @@ function* pieces(mm: Mm, start: number, end: number, op: string): Generator<[num
  * migration entries), a preemption point, a device frame and a `copyToDevice` per selected page
  * (holes and the zero page are zero-filled), another preemption point, then pages + finalize:
  * device-private entries replace the migration entries. Migrated pages are then reported to the
- * driver through its mirror callbacks. A VMA that is missing or not readable gives EINVAL. If the
+ * driver through its mirror callbacks. A VMA that is missing or not readable gives EINVAL when the
+ * loop reaches it; the pieces before it stay migrated and reported. If the
  * driver fails, or the device fails or is removed during a preemption point, the piece in flight
  * is rolled back (every source restored) and the device's DriverError (or ENODEV) is thrown.
  */
@@ -90,7 +99,7 @@ function* migrateToDeviceLocked(
 ): Steps<MigrateResult> {
   const res: MigrateResult = { selected: 0, migrated: 0 };
   const stats = dev.stats;
-  for (const [a, b] of [...pieces(mm, start, end, "migrate to device")]) {
+  for (const [a, b] of pieces(mm, start, end, "migrate to device")) {
     if (dev.state !== "active") throw dev.failure ?? new HmmError("ENODEV", `device ${dev.name} was removed`);
     const args = new MigrateVma(mm, a, b, dev.ownerId, MIGRATE_VMA_SELECT_SYSTEM);
     migrateVmaSetup(args);
@@ -180,7 +189,7 @@ export function* migrateToRamSteps(dev: Device, mm: Mm, start: number, end: numb
   const lock = mmapLock(mm);
   yield* lock.read();
   try {
-    for (const [a, b] of [...pieces(mm, start, end, "migrate to RAM")]) {
+    for (const [a, b] of pieces(mm, start, end, "migrate to RAM")) {
       const r = migrateBack(dev, mm, a, b);
       res.selected += r.selected;
       res.migrated += r.migrated;

@@ -21,22 +21,3 @@ export function checkRange(op: string, start: number, end: number): void {
   if (start < 0 || end > TASK_SIZE)
     throw new HmmError("EINVAL", `${op}: [${hex(start)}, ${hex(end)}) is outside user space`);
 }
-
-/**
- * The VMA checks hmm_range_fault makes, done for the whole range before anything is faulted or
- * reported: every page must be in a VMA (EFAULT), readable (PROT_NONE: EFAULT), and writable for a
- * write fault (EPERM).
- */
-export function checkAccess(op: string, mm: Mm, start: number, end: number, write: boolean): void {
-  if (mm.exited) throw new HmmError("EFAULT", `${op}: the address space has exited`);
-  let cur = start;
-  while (cur < end) {
-    const vma = mm.findVma(cur);
-    if (vma === null)
-      throw new HmmError("EFAULT", `${op}: no mapping at ${hex(cur)} (range [${hex(start)}, ${hex(end)}))`);
-    if (!vma.readable) throw new HmmError("EFAULT", `${op}: ${hex(cur)} is in a PROT_NONE mapping ${vma}`);
-    if (write && !vma.writable)
-      throw new HmmError("EPERM", `${op}: write fault at ${hex(cur)} in read-only mapping ${vma}`);
-    cur = vma.end;
-  }
-}

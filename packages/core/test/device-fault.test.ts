@@ -5,6 +5,7 @@ import {
   ENTRY_WRITE,
   ENTRY_ZERO,
   HPAGE_PMD_SIZE,
+  hex,
   MADV_HUGEPAGE,
   PROT_NONE,
   PROT_READ,
@@ -240,7 +241,7 @@ describe("per-PTE details of a device fault", () => {
     const n = 64;
     const a = mmapPrivate(p, n * PAGE);
     const r = core.deviceFault(dev, p, a, a + n * PAGE, true);
-    expect(r).toEqual({ pages: n, cpuFaults: n, retries: 0 });
+    expect(r).toEqual({ pages: n, cpuFaults: n, retries: 0, reportedReadOnly: 0 });
     const data = randomBytes(n * PAGE, 5);
     drv.deviceWrite(p.mm.id, a, data);
     expectBytes(p.read(a, n * PAGE), data);
@@ -254,31 +255,68 @@ describe("PROT_NONE, holes and read-only mappings", () => {
     const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0");
     const p = machine.createProcess();
     const n = 16;
-    const a = mmapPrivate(p, 2 * n * PAGE);
+    const a = mmapPrivate(p, n * PAGE);
     const data = randomBytes(n * PAGE, 6);
-    p.write(a + n * PAGE, data);
-    p.mm.mprotect(a + n * PAGE, n * PAGE, PROT_NONE);
+    p.write(a, data);
+    p.mm.mprotect(a, n * PAGE, PROT_NONE);
     const faults = machine.stats.faults;
     const rss = p.mm.rss;
-    // Entirely PROT_NONE, and PROT_NONE after an accessible untouched half: both fail up front.
-    for (const [s, e] of [
-      [a + n * PAGE, a + 2 * n * PAGE],
-      [a, a + 2 * n * PAGE],
-    ]) {
-      expectErrno(() => core.deviceFault(dev, p, s, e, false), "EFAULT");
-      expectErrno(() => core.deviceFault(dev, p, s, e, true), "EFAULT");
-    }
+    expectErrno(() => core.deviceFault(dev, p, a, a + n * PAGE, false), "EFAULT");
+    expectErrno(() => core.deviceFault(dev, p, a, a + n * PAGE, true), "EFAULT");
     expect(drv.mirrorCalls).toEqual([]);
     expect(machine.stats.faults).toBe(faults);
     expect(p.mm.rss).toBe(rss);
-    expect(cpuEntry(p.mm, a)).toBeNull();
     expect(dev.stats.pagesMirrored).toBe(0);
     expect(dev.stats.cpuFaultsForDevice).toBe(0);
-    p.mm.mprotect(a + n * PAGE, n * PAGE, PROT_READ);
-    expectBytes(p.read(a + n * PAGE, n * PAGE), data);
+    p.mm.mprotect(a, n * PAGE, PROT_READ);
+    expectBytes(p.read(a, n * PAGE), data);
   });
 
-  it("a fault over a hole in the address space is EFAULT and reports nothing", () => {
+  it("a fault that runs into PROT_NONE is EFAULT after faulting in the pages before it, and the chunk holding the error is not reported", () => {
+    const sys = makeSystem();
+    const { core, machine } = sys;
+    const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0");
+    const p = machine.createProcess();
+    const n = 16;
+    const a = mmapPrivate(p, 2 * n * PAGE);
+    expect(Math.floor(a / HPAGE_PMD_SIZE)).toBe(Math.floor((a + 2 * n * PAGE - 1) / HPAGE_PMD_SIZE));
+    p.mm.mprotect(a + n * PAGE, n * PAGE, PROT_NONE);
+    // hmm_range_fault faults as it walks: the untouched accessible half is populated before the
+    // walk reaches the PROT_NONE VMA and returns -EFAULT.
+    expectErrno(() => core.deviceFault(dev, p, a, a + 2 * n * PAGE, true), "EFAULT");
+    expect(p.mm.rss).toBe(n);
+    for (let i = 0; i < n; i++) expect(cpuEntry(p.mm, a + i * PAGE)!.kind).toBe(ENTRY_PRESENT);
+    expect(cpuEntry(p.mm, a + n * PAGE)).toBeNull();
+    expect(dev.stats.cpuFaultsForDevice).toBe(n);
+    // Both halves are in one PMD-sized chunk, and a chunk that met an error is not committed.
+    expect(drv.mirrorCalls).toEqual([]);
+    expect(dev.stats.pagesMirrored).toBe(0);
+  });
+
+  it("a fault across PMD-sized chunks that meets PROT_NONE keeps the chunks committed before the error", () => {
+    const sys = makeSystem();
+    const { core, machine } = sys;
+    const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0");
+    const p = machine.createProcess();
+    const raw = mmapPrivate(p, 5 * MiB);
+    const base = raw + ((HPAGE_PMD_SIZE - (raw % HPAGE_PMD_SIZE)) % HPAGE_PMD_SIZE);
+    const bad = base + HPAGE_PMD_SIZE + 8 * PAGE;
+    p.mm.mprotect(bad, 8 * PAGE, PROT_NONE);
+    const e = expectErrno(() => core.deviceFault(dev, p, base, bad + 8 * PAGE, true), "EFAULT");
+    expect(e.message).toContain(hex(bad));
+    // The first chunk (a whole PMD) was committed: a driver faulting per chunk would hold it.
+    expect(drv.mirrored(p.mm.id)).toBe(512);
+    expect(dev.stats.pagesMirrored).toBe(512);
+    expect(drv.entry(p.mm.id, base + 511 * PAGE)!.flags & HMM_PFN_WRITE).toBe(HMM_PFN_WRITE);
+    expect(drv.entry(p.mm.id, base + HPAGE_PMD_SIZE)).toBeUndefined();
+    // The 8 pages of the second chunk before the error were faulted in, not reported.
+    expect(p.mm.rss).toBe(512 + 8);
+    expect(cpuEntry(p.mm, bad - PAGE)!.kind).toBe(ENTRY_PRESENT);
+    expect(cpuEntry(p.mm, bad)).toBeNull();
+    expectCoherent(core, dev);
+  });
+
+  it("a fault over a hole in the address space is EFAULT; the page before the hole is faulted in, nothing is reported", () => {
     const sys = makeSystem();
     const { core, machine } = sys;
     const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0");
@@ -286,11 +324,31 @@ describe("PROT_NONE, holes and read-only mappings", () => {
     const a = mmapPrivate(p, 3 * PAGE);
     p.mm.munmap(a + PAGE, PAGE);
     const faults = machine.stats.faults;
-    expectErrno(() => core.deviceFault(dev, p, a, a + 3 * PAGE, false), "EFAULT");
     expectErrno(() => core.deviceFault(dev, p, a + PAGE, a + 2 * PAGE, true), "EFAULT");
-    expect(drv.mirrorCalls).toEqual([]);
     expect(machine.stats.faults).toBe(faults);
-    expect(p.mm.rss).toBe(0);
+    expectErrno(() => core.deviceFault(dev, p, a, a + 3 * PAGE, true), "EFAULT");
+    expect(drv.mirrorCalls).toEqual([]);
+    expect(machine.stats.faults).toBe(faults + 1);
+    expect(p.mm.rss).toBe(1);
+    expect(cpuEntry(p.mm, a)!.kind).toBe(ENTRY_PRESENT);
+    expect(cpuEntry(p.mm, a + 2 * PAGE)).toBeNull();
+  });
+
+  it("a write fault that runs into a read-only VMA is EPERM after faulting in the writable pages before it", () => {
+    const sys = makeSystem();
+    const { core, machine } = sys;
+    const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0");
+    const p = machine.createProcess();
+    const n = 8;
+    const a = mmapPrivate(p, 2 * n * PAGE);
+    p.mm.mprotect(a + n * PAGE, n * PAGE, PROT_READ);
+    expectErrno(() => core.deviceFault(dev, p, a, a + 2 * n * PAGE, true), "EPERM");
+    expect(p.mm.rss).toBe(n);
+    expect(cpuEntry(p.mm, a + (n - 1) * PAGE)!.flags & ENTRY_WRITE).toBe(ENTRY_WRITE);
+    expect(cpuEntry(p.mm, a + n * PAGE)).toBeNull();
+    expect(drv.mirrorCalls).toEqual([]);
+    // A read fault over the same range succeeds.
+    expect(core.deviceFault(dev, p, a, a + 2 * n * PAGE, false).pages).toBe(2 * n);
   });
 
   it("hmm-tests anon_write_prot: a write fault on a read-only VMA is EPERM until mprotect makes it writable", () => {
@@ -301,7 +359,7 @@ describe("PROT_NONE, holes and read-only mappings", () => {
     const n = 16;
     const a = mmapPrivate(p, n * PAGE, PROT_READ);
     const r1 = core.deviceFault(dev, p, a, a + PAGE, false);
-    expect(r1).toEqual({ pages: 1, cpuFaults: 1, retries: 0 });
+    expect(r1).toEqual({ pages: 1, cpuFaults: 1, retries: 0, reportedReadOnly: 0 });
     expect(drv.entry(p.mm.id, a)!.pfn).toBe(ZERO_PFN);
     drv.clearRecords();
     const faults = machine.stats.faults;
@@ -327,5 +385,47 @@ describe("PROT_NONE, holes and read-only mappings", () => {
     expectErrno(() => core.deviceFault(dev, p, a, a, false), "EINVAL");
     expectErrno(() => core.deviceFault(dev, p, a + PAGE, a, false), "EINVAL");
     expectErrno(() => core.deviceFault(dev, p, 2 ** 48, 2 ** 48 + PAGE, false), "EINVAL");
+  });
+});
+
+describe("this device's own pages that are not writable", () => {
+  it("after mprotect(PROT_READ) of migrated pages a write fault reports them without WRITE instead of EPERM", () => {
+    const sys = makeSystem();
+    const { core, machine } = sys;
+    const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0");
+    const p = machine.createProcess();
+    const n = 8;
+    const a = mmapPrivate(p, n * PAGE);
+    const data = randomBytes(n * PAGE, 41);
+    p.write(a, data);
+    expect(core.migrateToDevice(dev, p, a, a + n * PAGE).migrated).toBe(n);
+    p.mm.mprotect(a, n * PAGE, PROT_READ);
+    for (let i = 0; i < n; i++) {
+      const e = cpuEntry(p.mm, a + i * PAGE)!;
+      expect(e.kind).toBe(ENTRY_DEVICE_PRIVATE);
+      expect(e.flags & ENTRY_WRITE).toBe(0);
+    }
+    const r = core.deviceFault(dev, p, a, a + n * PAGE, true);
+    expect(r).toEqual({ pages: n, cpuFaults: 0, retries: 0, reportedReadOnly: n });
+    for (let i = 0; i < n; i++)
+      expect(drv.entry(p.mm.id, a + i * PAGE)!.flags & (HMM_PFN_VALID | HMM_PFN_WRITE)).toBe(HMM_PFN_VALID);
+    expect(dev.memory.used).toBe(n);
+    expectCoherent(core, dev);
+    // A present read-only page in the same VMA still needs a write fault: EPERM.
+    expect(core.migrateToRam(dev, p, a, a + PAGE).migrated).toBe(1);
+    expectErrno(() => core.deviceFault(dev, p, a, a + n * PAGE, true), "EPERM");
+    expectBytes(p.read(a, n * PAGE), data);
+  });
+
+  it("a read fault on this device's own pages counts none of them as reported read-only", () => {
+    const sys = makeSystem();
+    const { core, machine } = sys;
+    const { dev } = addFake<RecordingFakeDriver>(core, "gpu0");
+    const p = machine.createProcess();
+    const a = mmapPrivate(p, 4 * PAGE);
+    p.write(a, randomBytes(4 * PAGE, 42));
+    core.migrateToDevice(dev, p, a, a + 4 * PAGE);
+    p.fork();
+    expect(core.deviceFault(dev, p, a, a + 4 * PAGE, false).reportedReadOnly).toBe(0);
   });
 });

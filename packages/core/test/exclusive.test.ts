@@ -90,7 +90,7 @@ describe("exclusive device access (make_device_exclusive)", () => {
     expectNoLeaks(sys, [dev]);
   });
 
-  it("hmm-tests exclusive_mprotect: after mprotect(PROT_READ) a device write fault is EPERM", () => {
+  it("hmm-tests exclusive_mprotect: after mprotect(PROT_READ) a device write fault is EPERM and make exclusive is EFAULT", () => {
     const { core, dev, drv, p } = setup();
     const n = 8;
     const a = mmapPrivate(p, n * PAGE);
@@ -104,7 +104,8 @@ describe("exclusive device access (make_device_exclusive)", () => {
     for (let i = 0; i < n; i++) expect(cpuEntry(p.mm, a + i * PAGE)!.flags & ENTRY_WRITE).toBe(0);
     drv.clearRecords();
     expectErrno(() => core.deviceFault(dev, p, a, a + n * PAGE, true), "EPERM");
-    expectErrno(() => core.makeExclusive(dev, p, a, a + n * PAGE), "EPERM");
+    // make_device_exclusive's write lookup fails on a read-only VMA with EFAULT, not EPERM.
+    expectErrno(() => core.makeExclusive(dev, p, a, a + n * PAGE), "EFAULT", MmError);
     expect(drv.mirrorCalls).toEqual([]);
     expectBytes(p.read(a, n * PAGE), ints(n));
   });
@@ -173,9 +174,25 @@ describe("exclusive device access (make_device_exclusive)", () => {
     expect(drv.exclusiveEntries()).toBe(0);
   });
 
-  it("exclusive access to a shared mapping is refused", () => {
-    const { core, dev, p } = setup();
+  it("exclusive access to shared anonymous memory is EOPNOTSUPP, as make_device_exclusive refuses non-anonymous folios", () => {
+    const { core, dev, drv, p } = setup();
     const a = p.mm.mmap({ length: PAGE, prot: 3, flags: SHARED });
-    expectErrno(() => core.makeExclusive(dev, p, a, a + PAGE), "EFAULT", MmError);
+    expectErrno(() => core.makeExclusive(dev, p, a, a + PAGE), "EOPNOTSUPP", MmError);
+    expect(drv.mirrorCalls).toEqual([]);
+    expect(drv.exclusiveEntries()).toBe(0);
+  });
+
+  it("make exclusive stops at the first page that cannot be made exclusive and keeps the pages before it exclusive", () => {
+    const { core, dev, drv, p } = setup();
+    const n = 4;
+    const a = mmapPrivate(p, 2 * n * PAGE);
+    p.write(a, ints(2 * n));
+    p.mm.mprotect(a + n * PAGE, n * PAGE, PROT_READ);
+    expectErrno(() => core.makeExclusive(dev, p, a, a + 2 * n * PAGE), "EFAULT", MmError);
+    expect(drv.exclusiveEntries()).toBe(n);
+    for (let i = 0; i < n; i++) expect(cpuEntry(p.mm, a + i * PAGE)!.kind).toBe(ENTRY_DEVICE_EXCLUSIVE);
+    expect(cpuEntry(p.mm, a + n * PAGE)!.kind).toBe(ENTRY_PRESENT);
+    expectCoherent(core, dev);
+    expectBytes(p.read(a, 2 * n * PAGE), ints(2 * n));
   });
 });

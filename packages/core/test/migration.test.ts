@@ -4,6 +4,7 @@ import {
   ENTRY_WRITE,
   entryOwner,
   HPAGE_PMD_SIZE,
+  hex,
   MmuNotifyEvent,
   PROT_NONE,
   PROT_READ,
@@ -254,6 +255,32 @@ describe("migration to device memory and back", () => {
     expect(gpu0.memory.used).toBe(0);
     expect(core.snapshotProt(gpu0, p, a + 5 * PAGE, a + 6 * PAGE)[0]).toBe(HMM_DMIRROR_PROT_NONE);
     expectBytes(p.read(a + 3 * PAGE, 3 * PAGE), data);
+  });
+
+  it("a migration that runs into a PROT_NONE VMA or a hole migrates the VMAs before it, reports them, then is EINVAL", () => {
+    const { core, dev, drv, p } = setup();
+    const n = 4;
+    const a = mmapPrivate(p, 3 * n * PAGE);
+    const data = randomBytes(3 * n * PAGE, 49);
+    p.write(a, data);
+    p.mm.mprotect(a + n * PAGE, n * PAGE, PROT_NONE);
+    const e = expectErrno(() => core.migrateToDevice(dev, p, a, a + 3 * n * PAGE), "EINVAL");
+    expect(e.message).toContain(hex(a + n * PAGE));
+    // dmirror_migrate_to_device loops per VMA and stops at the first unreadable one.
+    expectOnDevice(p, a, n, dev.ownerId);
+    expect(drv.mirrored(p.mm.id)).toBe(n);
+    expect(cpuEntry(p.mm, a + n * PAGE)!.kind).toBe(ENTRY_PRESENT);
+    expect(cpuEntry(p.mm, a + 2 * n * PAGE)!.kind).toBe(ENTRY_PRESENT);
+    expect(dev.memory.used).toBe(n);
+    expectCoherent(core, dev);
+    // The same for migrateToRam over a hole, and for a migration to the device over one.
+    p.mm.munmap(a + n * PAGE, n * PAGE);
+    expect(core.migrateToDevice(dev, p, a + 2 * n * PAGE, a + 3 * n * PAGE).migrated).toBe(n);
+    expectErrno(() => core.migrateToRam(dev, p, a, a + 3 * n * PAGE), "EINVAL");
+    expect(cpuEntry(p.mm, a)!.kind).toBe(ENTRY_PRESENT);
+    expectOnDevice(p, a + 2 * n * PAGE, n, dev.ownerId);
+    expectBytes(p.read(a, n * PAGE), data.subarray(0, n * PAGE));
+    expectBytes(p.read(a + 2 * n * PAGE, n * PAGE), data.subarray(2 * n * PAGE));
   });
 
   it("hmm-tests double_map: two devices read the same pages; the one that did not migrate them brings them home", () => {

@@ -16,6 +16,7 @@ describe("per-device statistics", () => {
       pages: 16,
       cpuFaults: 16,
       retries: 0,
+      reportedReadOnly: 0,
     });
     expect(gpu0.stats).toMatchObject({
       deviceFaults: 1,

@@ -16,6 +16,7 @@ export const ERRNO = {
   EINVAL: 22,
   EDEADLK: 35,
   EOVERFLOW: 75,
+  EOPNOTSUPP: 95,
 } as const;
 
 /** One of the errno names in {@link ERRNO}. */

@@ -19,16 +19,17 @@ import { splitHugePmd } from "./thp.js";
  * page is faulted in for write (breaking COW), a THP mapping is split, mirrors are told with an
  * EXCLUSIVE invalidation carrying `owner`, and the PTE becomes a device-exclusive entry that keeps
  * the page mapped. The next CPU access restores the PTE and sends EXCLUSIVE with owner null.
- * Returns the page's frame. Throws EFAULT if the page cannot be made exclusive.
+ * Returns the page's frame. Errors are the kernel's (mm/rmap.c, 6.15 and later): the write
+ * lookup (get_user_page_vma_remote with FOLL_WRITE) gives EFAULT for no VMA, a PROT_NONE or a
+ * read-only mapping; a page that is not anonymous (MAP_SHARED memory is shmem) gives EOPNOTSUPP,
+ * after the write fault populated it.
  */
 export function makeDeviceExclusive(mm: Mm, va: number, owner: number): number {
   const page = alignDown(va, PAGE_SIZE);
   const vma = mm.findVma(page);
-  if (vma === null || !vma.writable || vma.shared) {
-    throw new MmError(
-      "EFAULT",
-      `make_device_exclusive: ${hex(page)} is not in a writable private anonymous mapping`,
-    );
+  if (vma === null || !vma.readable || !vma.writable) {
+    const why = vma === null ? "no mapping there" : `mapping ${vma} is not writable`;
+    throw new MmError("EFAULT", `make_device_exclusive: ${hex(page)}: ${why}`);
   }
   for (let attempt = 0; attempt < 4; attempt++) {
     const slot = mm.pt.pmdSlot(page);
@@ -40,7 +41,11 @@ export function makeDeviceExclusive(mm: Mm, va: number, owner: number): number {
     const ready = (f & ENTRY_KIND_MASK) === ENTRY_PRESENT && f & ENTRY_WRITE && !(f & ENTRY_ZERO);
     if (ready) {
       const pfn = mm.pt.ptePfn[pos];
-      if (!(mm.machine.pool.flags[pfn] & FRAME_ANON)) break;
+      if (!(mm.machine.pool.flags[pfn] & FRAME_ANON))
+        throw new MmError(
+          "EOPNOTSUPP",
+          `make_device_exclusive: ${hex(page)} is not anonymous memory (mapping ${vma}); only private anonymous pages can be made exclusive`,
+        );
       mm.notifiers.invalidate(page, page + PAGE_SIZE, MmuNotifyEvent.EXCLUSIVE, owner, () => {
         mm.pt.pteFlags[pos] =
           deviceEntryFlags(ENTRY_DEVICE_EXCLUSIVE, owner, true) | (f & ~ENTRY_KIND_MASK & 0xff);
