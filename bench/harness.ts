@@ -16,6 +16,8 @@ interface Case {
   name: string;
   items: number;
   fn: () => void;
+  /** Untimed work before each timed call (fresh state the call consumes); timed one call at a time. */
+  setup: (() => void) | null;
   batch: number;
   best: number;
 }
@@ -28,7 +30,16 @@ export class Bench {
 
   /** Register a case: `fn` processes `items` items per call. */
   add(name: string, items: number, fn: () => void): this {
-    this.cases.push({ name, items, fn, batch: 1, best: Number.POSITIVE_INFINITY });
+    this.cases.push({ name, items, fn, setup: null, batch: 1, best: Number.POSITIVE_INFINITY });
+    return this;
+  }
+
+  /**
+   * Register a case whose every call needs fresh state made by `setup` (a new mapping to fault,
+   * a new fork to break COW in): `setup` runs before each call, outside the timed part.
+   */
+  addWithSetup(name: string, items: number, setup: () => void, fn: () => void): this {
+    this.cases.push({ name, items, fn, setup, batch: 1, best: Number.POSITIVE_INFINITY });
     return this;
   }
 
@@ -37,20 +48,34 @@ export class Bench {
     for (const c of this.cases) {
       const t = now();
       let calls = 0;
+      let spent = 0;
       while (now() - t < warmupMs || calls < 3) {
-        c.fn();
+        spent += this.call(c);
         calls++;
       }
-      c.batch = Math.max(1, Math.ceil(sampleMs / Math.max((now() - t) / calls, 1e-6)));
+      c.batch = c.setup ? 1 : Math.max(1, Math.ceil(sampleMs / Math.max(spent / calls, 1e-6)));
     }
     for (let r = 0; r < rounds; r++) {
       for (const c of this.cases) {
-        const t = now();
-        for (let i = 0; i < c.batch; i++) c.fn();
-        c.best = Math.min(c.best, (now() - t) / c.batch / 1000);
+        let spent: number;
+        if (c.setup) spent = this.call(c);
+        else {
+          const t = now();
+          for (let i = 0; i < c.batch; i++) c.fn();
+          spent = now() - t;
+        }
+        c.best = Math.min(c.best, spent / c.batch / 1000);
       }
     }
     return new Map(this.cases.map((c) => [c.name, { name: c.name, seconds: c.best, items: c.items }]));
+  }
+
+  /** One call of `c`, after its untimed setup; returns the milliseconds it took. */
+  private call(c: Case): number {
+    c.setup?.();
+    const t = now();
+    c.fn();
+    return now() - t;
   }
 }
 

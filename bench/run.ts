@@ -14,7 +14,9 @@ import {
   PROT_WRITE,
   SEG_TABLE,
 } from "@hmmkit/mm";
+import { addFaultCases, FAULT_CASES } from "./fault-bench.js";
 import { Bench, fmtRate, type Measurement, rate } from "./harness.js";
+import { addVmaCase, buildVmas, VMA_OPS_PER_CALL } from "./vma-bench.js";
 
 let results = new Map<string, Measurement>();
 
@@ -165,6 +167,15 @@ bench.add(faultPteAgain, PTES, () => {
   core.deviceFault(hugeDev, mm, small, small + GiB, false);
 });
 
+// ---- CPU fault path (issue: mm) -----------------------------------------------------------------
+addFaultCases(bench);
+
+// ---- VMA operations at 10k..100k mappings (issue: mm) ----------------------------------------------
+const vmaCounts = (process.env.BENCH_VMA_COUNTS ?? "10000,40000,100000").split(",").map(Number);
+const vmaSetups = vmaCounts.map(buildVmas);
+const vmaName = (n: number) => `mm: munmap/mmap/mprotect among ${n.toLocaleString("en-US")} mappings`;
+for (const s of vmaSetups) addVmaCase(bench, vmaName(s.count), s);
+
 results = bench.run();
 console.log(
   `\nhmmkit benchmarks (node ${process.version}); best of 9 interleaved rounds; ratios are rates relative to a baseline measured in this run\n`,
@@ -191,6 +202,62 @@ rows.push({
 console.log(
   `walker: ${fmtRate(rate(results.get(walk)!))} PTEs; scan: ${fmtRate(rate(results.get(scan)!))} entries`,
 );
+
+/** ns per page of a fault case and its ratio to its baseline (time over baseline time). */
+function faultRow(mName: string, baseName: string, maxNs: number): void {
+  const m = results.get(mName)!;
+  const base = results.get(baseName)!;
+  const ns = (m.seconds / m.items) * 1e9;
+  const baseNs = (base.seconds / base.items) * 1e9;
+  const met = ns <= maxNs;
+  rows.push({
+    name: m.name,
+    value: ns,
+    unit: "ns/page",
+    baseline: base.name,
+    baselineValue: baseNs,
+    ratio: ns / baseNs,
+    target: `<= ${maxNs} ns/page`,
+    met,
+  });
+  console.log(
+    `${m.name.padEnd(58)} ${ns.toFixed(1).padStart(7)} ns/page   ${(ns / baseNs).toFixed(2)}x the time of ${base.name} (${baseNs.toFixed(1)} ns/page)  [target <= ${maxNs} ns/page: ${met ? "met" : "MISSED"}]`,
+  );
+}
+console.log("");
+faultRow(FAULT_CASES.touch, FAULT_CASES.touchBase, 60);
+faultRow(FAULT_CASES.cow, FAULT_CASES.cowBase, 100);
+
+console.log("");
+const first = vmaSetups[0];
+for (const s of vmaSetups) {
+  const m = results.get(vmaName(s.count))!;
+  const buildRate = s.count / s.buildSeconds;
+  const perOp = (m.seconds / VMA_OPS_PER_CALL) * 1e9;
+  const firstPerOp = (results.get(vmaName(first.count))!.seconds / VMA_OPS_PER_CALL) * 1e9;
+  const ratio = perOp / firstPerOp;
+  const isLast = s === vmaSetups[vmaSetups.length - 1] && s !== first;
+  rows.push({
+    name: m.name,
+    value: rate(m),
+    unit: "ops/s",
+    baseline: vmaName(first.count),
+    baselineValue: rate(results.get(vmaName(first.count))!),
+    ratio,
+    ...(isLast ? { target: "per-op cost <= 2x that at the first count", met: ratio <= 2 } : {}),
+  });
+  rows.push({
+    name: `mm: mmap of ${s.count.toLocaleString("en-US")} separate mappings (one run)`,
+    value: buildRate,
+    unit: "ops/s",
+    baseline: "none",
+    baselineValue: 0,
+    ratio: 0,
+  });
+  console.log(
+    `${m.name.padEnd(58)} ${fmtRate(rate(m)).padStart(11)} ops  ${perOp.toFixed(0)} ns/op  ${ratio.toFixed(2)}x the per-op cost at ${first.count}${isLast ? `  [target <= 2x: ${ratio <= 2 ? "met" : "MISSED"}]` : ""}; building it: ${fmtRate(buildRate)} mmaps (${s.buildSeconds.toFixed(2)} s)`,
+  );
+}
 
 const out = fileURLToPath(new URL("./results.json", import.meta.url));
 writeFileSync(

@@ -40,7 +40,7 @@ export function contentDigest(mm: Mm): string {
     h2 = mix(mix(h2, hash), lo ^ 0x5bd1e995);
     pages++;
   };
-  for (const vma of mm.vmas.vmas) {
+  for (const vma of mm.vmas) {
     cur.reset(vma.start, vma.end);
     while (cur.next()) {
       if (cur.kind === SEG_HUGE) {

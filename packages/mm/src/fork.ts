@@ -23,13 +23,13 @@ import { PageTableCursor, SEG_HUGE, SEG_TABLE } from "./walker.js";
  * exclusive; the parent's mirrors are told with PROTECTION_PAGE over each copied VMA.
  */
 export function dupMm(parent: Mm, child: Mm): void {
-  for (const vma of parent.vmas.vmas) {
+  for (const vma of parent.vmas) {
     const cv = vma.clone();
     if (vma.shared) vma.shmem!.users++;
     cv.anonVma = vma.anonVma === 0 ? 0 : parent.machine.newAnonVmaId();
     // anon_vma_fork links the child's VMA to the parent's anon_vmas as well as its own.
     cv.forkChild = vma.anonVma !== 0;
-    child.vmas.vmas.push(cv);
+    child.vmas.insert(cv);
     if (!vma.shared && vma.anonVma !== 0) {
       parent.notifiers.invalidate(vma.start, vma.end, MmuNotifyEvent.PROTECTION_PAGE, null, () =>
         copyPageRange(parent, child, vma),

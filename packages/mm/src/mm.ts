@@ -187,23 +187,12 @@ export class Mm {
     // enabled (thp_get_unmapped_area): take len + 2 MiB from the highest gap, then align.
     const thpAlign = this.machine.config.thp !== "never" && len % HPAGE_PMD_SIZE === 0;
     const need = thpAlign ? len + HPAGE_PMD_SIZE : len;
-    const vmas = this.vmas.vmas;
-    let hi = this.machine.config.mmapBase;
-    for (let i = vmas.length - 1; i >= -1; i--) {
-      const v = i >= 0 ? vmas[i] : null;
-      if (v !== null && v.start >= hi) continue; // above the current top
-      if (v !== null && v.end > hi) {
-        hi = v.start; // straddles the top: no gap here
-        continue;
-      }
-      const lo = v === null ? MMAP_MIN_ADDR : Math.max(v.end, MMAP_MIN_ADDR);
-      if (hi - lo >= need) {
-        const ret = hi - need;
-        if (!thpAlign) return ret;
-        const off = ret % HPAGE_PMD_SIZE;
-        return off === 0 ? ret + HPAGE_PMD_SIZE : ret + (HPAGE_PMD_SIZE - off);
-      }
-      if (v !== null) hi = v.start;
+    const top = this.vmas.topDownGap(MMAP_MIN_ADDR, this.machine.config.mmapBase, need);
+    if (top >= 0) {
+      const ret = top - need;
+      if (!thpAlign) return ret;
+      const off = ret % HPAGE_PMD_SIZE;
+      return off === 0 ? ret + HPAGE_PMD_SIZE : ret + (HPAGE_PMD_SIZE - off);
     }
     throw new MmError(
       "ENOMEM",
@@ -288,15 +277,15 @@ export class Mm {
     const end = addr + alignUp(length, PAGE_SIZE);
     if (end > TASK_SIZE + PAGE_SIZE)
       throw new MmError("ENOMEM", `mprotect: [${hex(addr)}, ${hex(end)}) wraps`);
-    let v = this.vmas.vmas[this.vmas.indexFrom(addr)];
-    if (v === undefined || v.start > addr) {
+    let v = this.vmas.findFrom(addr);
+    if (v === null || v.start > addr) {
       throw new MmError("ENOMEM", `mprotect: ${hex(addr)} is not mapped`);
     }
     let cur = addr;
     try {
       while (cur < end) {
-        v = this.vmas.vmas[this.vmas.indexFrom(cur)];
-        if (v === undefined || v.start > cur) {
+        v = this.vmas.findFrom(cur);
+        if (v === null || v.start > cur) {
           throw new MmError(
             "ENOMEM",
             `mprotect: hole at ${hex(cur)} inside [${hex(addr)}, ${hex(end)}); the part before it was changed`,
@@ -350,8 +339,8 @@ export class Mm {
     let hole = false;
     let cur = addr;
     while (cur < end) {
-      const v = this.vmas.vmas[this.vmas.indexFrom(cur)];
-      if (v === undefined || v.start >= end) {
+      const v = this.vmas.findFrom(cur);
+      if (v === null || v.start >= end) {
         hole = true;
         break;
       }
@@ -393,9 +382,8 @@ export class Mm {
     if (this.exited) return;
     if (this.notifiers.size > 0)
       this.notifiers.invalidate(0, TASK_SIZE, MmuNotifyEvent.RELEASE, null, () => {});
-    const vmas = this.vmas.vmas;
-    if (vmas.length > 0) {
-      const removed = vmas.splice(0, vmas.length);
+    if (this.vmas.size > 0) {
+      const removed = this.vmas.removeAll();
       // exit_mmap unmaps with one UNMAP over the whole address space, as for RELEASE above.
       this.notifiers.invalidate(0, TASK_SIZE, MmuNotifyEvent.UNMAP, null, () => {
         for (const v of removed) zapRange(this, v.start, v.end);

@@ -1,5 +1,6 @@
 import { hex, PAGE_SIZE, PROT_READ, PROT_WRITE } from "./constants.js";
 import type { ShmemObject } from "./shmem.js";
+import { VmaTree, type VmaTreeNode } from "./vma-tree.js";
 
 /** THP advice recorded on a VMA (VM_HUGEPAGE / VM_NOHUGEPAGE). */
 export const THP_ADVICE_NONE = 0;
@@ -11,10 +12,12 @@ export const THP_ADVICE_NOHUGEPAGE = 2;
  * VMAs get an `anonVma` id on their first fault (anon_vma_prepare); shared anonymous VMAs map
  * `shmem` starting at page offset `pgoff`.
  */
-export class Vma {
+export class Vma implements VmaTreeNode<Vma> {
   constructor(
-    public start: number,
-    public end: number,
+    /** First address; changes only through the VmaList holding the VMA (it indexes the bounds). */
+    readonly start: number,
+    /** End (exclusive); changes only through the VmaList holding the VMA. */
+    readonly end: number,
     public prot: number,
     readonly shared: boolean,
     public thpAdvice: number,
@@ -41,6 +44,15 @@ export class Vma {
    */
   account = false;
 
+  /** @internal */ treeLeft: Vma | null = null;
+  /** @internal */ treeRight: Vma | null = null;
+  /** @internal */ treeParent: Vma | null = null;
+  /** @internal */ treePrev: Vma | null = null;
+  /** @internal */ treeNext: Vma | null = null;
+  /** @internal */ treePrio = 0;
+  /** @internal */ treeGap = 0;
+  /** @internal */ treeMaxGap = 0;
+
   get readable(): boolean {
     return (this.prot & PROT_READ) !== 0;
   }
@@ -59,10 +71,11 @@ export class Vma {
     return this.pgoff + (va - this.start) / PAGE_SIZE;
   }
 
-  clone(): Vma {
+  /** An unlinked copy of this VMA over [start, end) (default: the same bounds). */
+  clone(start = this.start, end = this.end): Vma {
     const v = new Vma(
-      this.start,
-      this.end,
+      start,
+      end,
       this.prot,
       this.shared,
       this.thpAdvice,
@@ -110,65 +123,131 @@ function anonVmaCompatible(a: Vma, b: Vma): boolean {
 }
 
 /**
- * The VMAs of an address space, sorted by address, non-overlapping. Splits and merges follow the
- * kernel so that THP eligibility (which needs an aligned 2 MiB range inside one VMA) matches.
+ * The VMAs of an address space, sorted by address, non-overlapping, indexed by a {@link VmaTree}
+ * (the role of the kernel's maple tree): every lookup, insert, split and removal is O(log n), and
+ * the free-gap search for mmap placement is O(log n) too. Splits and merges follow the kernel so
+ * that THP eligibility (which needs an aligned 2 MiB range inside one VMA) matches.
  */
 export class VmaList {
-  readonly vmas: Vma[] = [];
+  private readonly tree = new VmaTree<Vma>();
 
-  /** Index of the first VMA whose end is above `va` (vmas.length if none). */
-  indexFrom(va: number): number {
-    let lo = 0;
-    let hi = this.vmas.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.vmas[mid].end <= va) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+  /** Number of VMAs (map_count). */
+  get size(): number {
+    return this.tree.size;
+  }
+
+  /** Lowest VMA, or null. */
+  get first(): Vma | null {
+    return this.tree.first;
+  }
+
+  /** Highest VMA, or null. */
+  get last(): Vma | null {
+    return this.tree.last;
+  }
+
+  /** The VMA after `vma` in address order, or null. */
+  next(vma: Vma): Vma | null {
+    return vma.treeNext;
+  }
+
+  /** The VMA before `vma` in address order, or null. */
+  prev(vma: Vma): Vma | null {
+    return vma.treePrev;
+  }
+
+  /** The lowest VMA whose end is above `va` (find_vma), or null. */
+  findFrom(va: number): Vma | null {
+    return this.tree.findFrom(va);
   }
 
   /** The VMA containing `va`, or null. */
   find(va: number): Vma | null {
-    const i = this.indexFrom(va);
-    const v = this.vmas[i];
-    return v !== undefined && v.start <= va ? v : null;
+    const v = this.tree.findFrom(va);
+    return v !== null && v.start <= va ? v : null;
   }
 
   /** True if some VMA intersects [start, end). */
   intersects(start: number, end: number): boolean {
-    const v = this.vmas[this.indexFrom(start)];
-    return v !== undefined && v.start < end;
+    const v = this.tree.findFrom(start);
+    return v !== null && v.start < end;
   }
 
-  /** Insert a VMA that overlaps none; returns its index. */
-  insert(vma: Vma): number {
-    const i = this.indexFrom(vma.start);
-    this.vmas.splice(i, 0, vma);
-    return i;
+  /** The VMAs in address order. Mutating the list while iterating is not supported. */
+  *[Symbol.iterator](): IterableIterator<Vma> {
+    for (let v = this.tree.first; v !== null; v = v.treeNext) yield v;
+  }
+
+  /** A snapshot array of the VMAs in address order (O(n): for dumps and tests). */
+  toArray(): Vma[] {
+    const out: Vma[] = [];
+    for (let v = this.tree.first; v !== null; v = v.treeNext) out.push(v);
+    return out;
+  }
+
+  /** Insert a VMA that overlaps none. */
+  insert(vma: Vma): void {
+    this.tree.insert(vma);
+  }
+
+  /**
+   * Move the bounds of `vma` (in this list) to [start, end) without changing anything else
+   * (vma_expand / vma_shrink); the new bounds must overlap no other VMA.
+   */
+  adjust(vma: Vma, start: number, end: number): void {
+    this.tree.setBounds(vma, start, end);
   }
 
   /** Split the VMA containing `addr` so that a VMA boundary falls at `addr`. */
   splitAt(addr: number): void {
-    const i = this.indexFrom(addr);
-    const v = this.vmas[i];
-    if (v === undefined || v.start >= addr) return;
-    const tail = v.clone();
-    tail.start = addr;
+    const v = this.find(addr);
+    if (v === null || v.start === addr) return;
+    const tail = v.clone(addr, v.end);
     if (v.shared) {
       tail.pgoff = v.pgoff + (addr - v.start) / PAGE_SIZE;
       v.shmem!.users++;
     }
-    v.end = addr;
-    this.vmas.splice(i + 1, 0, tail);
+    this.tree.setBounds(v, v.start, addr);
+    this.tree.insert(tail);
   }
 
   /** Remove and return the VMAs inside [start, end); boundaries must already be split. */
   removeRange(start: number, end: number): Vma[] {
-    const i = this.indexFrom(start);
-    let j = i;
-    while (j < this.vmas.length && this.vmas[j].start < end) j++;
-    return this.vmas.splice(i, j - i);
+    const out: Vma[] = [];
+    let v = this.tree.findFrom(start);
+    while (v !== null && v.start < end) {
+      const next = v.treeNext;
+      this.tree.remove(v);
+      out.push(v);
+      v = next;
+    }
+    return out;
+  }
+
+  /** Remove every VMA; returns them in address order (exit_mmap). */
+  removeAll(): Vma[] {
+    return this.tree.clear();
+  }
+
+  /**
+   * The highest free range of at least `need` bytes inside [low, high), as its top address, or -1
+   * (the search of unmapped_area_topdown). O(log n) through the gap index.
+   */
+  topDownGap(low: number, high: number, need: number): number {
+    // The highest VMA starting below the top of the window: the gap above it comes first unless
+    // it reaches past the top.
+    const below = this.tree.findBefore(high);
+    if (below === null) return high - low >= need ? high : -1;
+    if (below.end <= high && high - Math.max(below.end, low) >= need) return high;
+    // Then the gaps between VMAs up to `below`, highest first.
+    const w = this.tree.highestGap(below, need);
+    if (w !== null) {
+      // A gap reaching under `low` is cut there; every gap lower still lies wholly under it.
+      return w.start - Math.max(w.start - w.treeGap, low) >= need ? w.start : -1;
+    }
+    // Last, the space under the lowest VMA.
+    const first = this.tree.first!;
+    return first.start - low >= need ? first.start : -1;
   }
 
   /**
@@ -177,13 +256,12 @@ export class VmaList {
    * again. Only an anon_vma that is its owner's alone (not a fork child's) is lent.
    */
   findMergeableAnonVma(vma: Vma): number {
-    const i = this.indexFrom(vma.start);
-    const next = this.vmas[i + 1];
-    if (next !== undefined && anonVmaCompatible(vma, next) && next.anonVma !== 0 && !next.forkChild) {
+    const next = vma.treeNext;
+    if (next !== null && anonVmaCompatible(vma, next) && next.anonVma !== 0 && !next.forkChild) {
       return next.anonVma;
     }
-    const prev = i > 0 ? this.vmas[i - 1] : undefined;
-    if (prev !== undefined && anonVmaCompatible(prev, vma) && prev.anonVma !== 0 && !prev.forkChild) {
+    const prev = vma.treePrev;
+    if (prev !== null && anonVmaCompatible(prev, vma) && prev.anonVma !== 0 && !prev.forkChild) {
       return prev.anonVma;
     }
     return 0;
@@ -191,20 +269,25 @@ export class VmaList {
 
   /** Merge VMAs around [start, end) with compatible neighbours (vma_merge after a change). */
   mergeAround(start: number, end: number): void {
-    let i = Math.max(0, this.indexFrom(start) - 1);
-    while (i + 1 < this.vmas.length) {
-      const a = this.vmas[i];
-      if (a.start > end) break;
-      const b = this.vmas[i + 1];
+    const from = this.tree.findFrom(start);
+    let a = from === null ? this.tree.last : (from.treePrev ?? from);
+    while (a !== null && a.start <= end) {
+      const b = a.treeNext;
+      if (b === null) break;
       if (mergeable(a, b)) {
-        a.end = b.end;
+        this.tree.remove(b);
+        this.tree.setBounds(a, a.start, b.end);
         if (a.anonVma === 0) {
           a.anonVma = b.anonVma;
           a.forkChild = b.forkChild;
         }
         if (a.shared) a.shmem!.users--;
-        this.vmas.splice(i + 1, 1);
-      } else i++;
+      } else a = b;
     }
+  }
+
+  /** Check the index's invariants; throws naming the first broken one. For tests. */
+  validate(): void {
+    this.tree.validate();
   }
 }

@@ -257,7 +257,7 @@ describe("copy-on-write after fork", () => {
     mmapPrivate(p, 4 * PAGE);
     const c = p.fork();
     expect(c.mm.pt.tablePages).toBe(0);
-    expect(c.mm.vmas.vmas.length).toBe(1);
+    expect(c.mm.vmas.size).toBe(1);
   });
 
   it("frees every frame when parent and child exit in either order", () => {

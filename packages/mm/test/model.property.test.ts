@@ -541,9 +541,11 @@ class Run {
 
   private checkProcess(mp: MProc): void {
     const mm = mp.proc.mm;
-    // The VMAs cover exactly the model's pages, with the model's protection and backing.
+    // The VMA index is consistent, and the VMAs cover exactly the model's pages, with the model's
+    // protection and backing.
+    mm.vmas.validate();
     let vmaPages = 0;
-    for (const v of mm.vmas.vmas) {
+    for (const v of mm.vmas) {
       vmaPages += v.pages;
       for (let va = v.start; va < v.end; va += PAGE) {
         const pg = mp.pages.get(va);
@@ -647,10 +649,10 @@ class Run {
       const mm = mp.proc.mm;
       let anon = 0;
       let shmem = 0;
-      for (const v of mm.vmas.vmas) if (v.shmem) objs.add(v.shmem);
+      for (const v of mm.vmas) if (v.shmem) objs.add(v.shmem);
       const seenPmd = new Set<number>();
       const cur = new PageTableCursor(mm.pt);
-      for (const v of mm.vmas.vmas) {
+      for (const v of mm.vmas) {
         cur.reset(v.start, v.end);
         while (cur.next()) {
           if (cur.kind === SEG_HUGE) {
@@ -704,7 +706,7 @@ class Run {
 
 function forEachPresent(mm: Mm, fn: (pfn: number, flags: number) => void): void {
   const cur = new PageTableCursor(mm.pt);
-  for (const v of mm.vmas.vmas) {
+  for (const v of mm.vmas) {
     cur.reset(v.start, v.end);
     while (cur.next()) {
       if (cur.kind === SEG_HUGE) {

@@ -32,7 +32,7 @@ function withHole() {
   s.mm.munmap(a + 4 * PAGE, 2 * PAGE);
   s.p.writeStamp(a, 4 * PAGE, 1);
   s.p.writeStamp(a + 6 * PAGE, 4 * PAGE, 2);
-  expect(s.mm.vmas.vmas.length).toBe(2);
+  expect(s.mm.vmas.size).toBe(2);
   return { ...s, a };
 }
 
@@ -43,7 +43,7 @@ describe("mmap", () => {
     expect(e).toBeInstanceOf(MmError);
     expect(e.errno).toBe("EINVAL");
     expect(e.message).toContain("length is 0");
-    expect(mm.vmas.vmas.length).toBe(0);
+    expect(mm.vmas.size).toBe(0);
   });
 
   it("rejects flags with neither or both of MAP_SHARED and MAP_PRIVATE", () => {
@@ -91,7 +91,7 @@ describe("mmap", () => {
     expect(p.readPageHash(a + 2 * PAGE)).toBe(0);
     expect(p.readPageHash(a + PAGE)).toBe(stampToken(5));
     expect(mm.findVma(a + 2 * PAGE)!.prot).toBe(PROT_READ);
-    expect(mm.vmas.vmas.map((v) => [v.start, v.end])).toEqual([
+    expect(mm.vmas.toArray().map((v) => [v.start, v.end])).toEqual([
       [a, a + 2 * PAGE],
       [a + 2 * PAGE, a + 4 * PAGE],
       [a + 4 * PAGE, a + 8 * PAGE],
@@ -143,13 +143,13 @@ describe("munmap", () => {
     const e = thrown(() => mm.munmap(a, 0));
     expect(e.errno).toBe("EINVAL");
     expect(e.message).toContain("length is 0");
-    expect(mm.vmas.vmas.length).toBe(1);
+    expect(mm.vmas.size).toBe(1);
   });
 
   it("unmaps across holes without an error", () => {
     const { m, mm, a } = withHole();
     mm.munmap(a - 4 * PAGE, 20 * PAGE);
-    expect(mm.vmas.vmas.length).toBe(0);
+    expect(mm.vmas.size).toBe(0);
     expect(m.usedFrames).toBe(0);
   });
 
@@ -171,7 +171,7 @@ describe("munmap", () => {
     const a = mmapPrivate(p, 6 * PAGE);
     p.writeStamp(a, 6 * PAGE, 4);
     mm.munmap(a + 2 * PAGE, 2 * PAGE);
-    expect(mm.vmas.vmas.map((v) => [v.start, v.end])).toEqual([
+    expect(mm.vmas.toArray().map((v) => [v.start, v.end])).toEqual([
       [a, a + 2 * PAGE],
       [a + 4 * PAGE, a + 6 * PAGE],
     ]);
@@ -188,7 +188,7 @@ describe("mprotect", () => {
     expect(e.errno).toBe("EINVAL");
     expect(e.message).toContain("mprotect");
     expect(e.message).toContain("not page aligned");
-    expect(mm.vmas.vmas.length).toBe(1);
+    expect(mm.vmas.size).toBe(1);
     expect(mm.findVma(a)!.prot).toBe(RW);
   });
 
@@ -233,10 +233,10 @@ describe("mprotect", () => {
     const a = mmapPrivate(p, 8 * PAGE);
     mm.munmap(a + 4 * PAGE, 2 * PAGE);
     mm.mprotect(a, 2 * PAGE, PROT_READ);
-    expect(mm.vmas.vmas.length).toBe(3);
+    expect(mm.vmas.size).toBe(3);
     expect(() => mm.mprotect(a + 2 * PAGE, 6 * PAGE, PROT_READ)).toThrow(MmError);
     // Like mprotect_fixup, the changed VMA merged with its predecessor before the hole was found.
-    expect(mm.vmas.vmas.map((v) => [v.start, v.end, v.prot])).toEqual([
+    expect(mm.vmas.toArray().map((v) => [v.start, v.end, v.prot])).toEqual([
       [a, a + 4 * PAGE, PROT_READ],
       [a + 6 * PAGE, a + 8 * PAGE, RW],
     ]);
@@ -279,7 +279,7 @@ describe("madvise", () => {
     expect(m.usedFrames).toBe(0);
     expect(p.readPageHash(a + 3 * PAGE)).toBe(0);
     expect(p.readPageHash(a + 6 * PAGE)).toBe(0);
-    expect(mm.vmas.vmas.length).toBe(2);
+    expect(mm.vmas.size).toBe(2);
   });
 
   it("MADV_DONTNEED starting in a hole still zaps the mapping after it", () => {
@@ -299,7 +299,7 @@ describe("madvise", () => {
     const { p, mm } = setup();
     const a = mmapPrivate(p, 8 * PAGE);
     mm.madvise(a + 2 * PAGE, 2 * PAGE, MADV_HUGEPAGE);
-    expect(mm.vmas.vmas.map((v) => v.thpAdvice)).toEqual([
+    expect(mm.vmas.toArray().map((v) => v.thpAdvice)).toEqual([
       THP_ADVICE_NONE,
       THP_ADVICE_HUGEPAGE,
       THP_ADVICE_NONE,

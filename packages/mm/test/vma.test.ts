@@ -18,7 +18,7 @@ import {
 import { hugePmdAt, MiB, mmapHuge, mmapPrivate, mmapShared, PAGE, PRIVATE, RW } from "./helpers.js";
 
 function layout(mm: Mm): [number, number, number][] {
-  return mm.vmas.vmas.map((v) => [v.start, v.end, v.prot]);
+  return mm.vmas.toArray().map((v) => [v.start, v.end, v.prot]);
 }
 
 function setup(config: ConstructorParameters<typeof Machine>[0] = {}) {
@@ -47,12 +47,12 @@ describe("VmaList", () => {
     const l = new VmaList();
     l.insert(privateVma(0x10000, 0x20000, 7));
     l.splitAt(0x18000);
-    expect(l.vmas.map((v) => [v.start, v.end, v.anonVma])).toEqual([
+    expect(l.toArray().map((v) => [v.start, v.end, v.anonVma])).toEqual([
       [0x10000, 0x18000, 7],
       [0x18000, 0x20000, 7],
     ]);
     l.splitAt(0x18000); // already a boundary
-    expect(l.vmas.length).toBe(2);
+    expect(l.size).toBe(2);
   });
 
   it("merges adjacent compatible VMAs but not ones with different anon_vmas", () => {
@@ -61,7 +61,7 @@ describe("VmaList", () => {
     l.insert(privateVma(0x20000, 0x30000, 1));
     l.insert(privateVma(0x30000, 0x40000, 2));
     l.mergeAround(0x10000, 0x40000);
-    expect(l.vmas.map((v) => [v.start, v.end])).toEqual([
+    expect(l.toArray().map((v) => [v.start, v.end])).toEqual([
       [0x10000, 0x30000],
       [0x30000, 0x40000],
     ]);
@@ -89,7 +89,7 @@ describe("VMA split and merge through the syscalls", () => {
     });
     mm.mmap({ addr: a + 3 * PAGE, length: PAGE, prot: PROT_READ, flags: 0x21 | MAP_FIXED });
     mm.mmap({ addr: a + 4 * PAGE, length: PAGE, prot: PROT_READ, flags: 0x21 | MAP_FIXED });
-    expect(mm.vmas.vmas.length).toBe(5);
+    expect(mm.vmas.size).toBe(5);
   });
 
   it("splits a VMA in three for an mprotect of its middle and merges it back when the old protection returns", () => {
@@ -162,10 +162,10 @@ describe("VMA split and merge through the syscalls", () => {
     const c = p.fork();
     // The child's VMA links to the parent's anon_vma as well as its own (not a singular chain).
     c.mm.mmap({ addr: a + 4 * PAGE, length: 4 * PAGE, prot: RW, flags: PRIVATE | MAP_FIXED });
-    expect(c.mm.vmas.vmas.length).toBe(2);
+    expect(c.mm.vmas.size).toBe(2);
     // The parent's VMA has only its own anon_vma and merges.
     p.mm.mmap({ addr: a + 4 * PAGE, length: 4 * PAGE, prot: RW, flags: PRIVATE | MAP_FIXED });
-    expect(p.mm.vmas.vmas.length).toBe(1);
+    expect(p.mm.vmas.size).toBe(1);
   });
 
   it("keeps shared mappings of one object mergeable after a split", () => {
@@ -173,7 +173,7 @@ describe("VMA split and merge through the syscalls", () => {
     const a = mmapShared(p, 6 * PAGE);
     p.writeStamp(a, 6 * PAGE, 3);
     mm.mprotect(a + 2 * PAGE, 2 * PAGE, PROT_NONE);
-    expect(mm.vmas.vmas.length).toBe(3);
+    expect(mm.vmas.size).toBe(3);
     mm.mprotect(a + 2 * PAGE, 2 * PAGE, RW);
     expect(layout(mm)).toEqual([[a, a + 6 * PAGE, RW]]);
     expect(mm.findVma(a)!.shmem!.users).toBe(1);
@@ -186,7 +186,7 @@ describe("THP advice", () => {
     const a = mmapPrivate(p, 6 * PAGE);
     mm.madvise(a + 2 * PAGE, 2 * PAGE, MADV_HUGEPAGE);
     mm.madvise(a + 2 * PAGE, 2 * PAGE, MADV_NOHUGEPAGE);
-    expect(mm.vmas.vmas.map((v) => v.thpAdvice)).toEqual([
+    expect(mm.vmas.toArray().map((v) => v.thpAdvice)).toEqual([
       THP_ADVICE_NONE,
       THP_ADVICE_NOHUGEPAGE,
       THP_ADVICE_NONE,
@@ -197,7 +197,7 @@ describe("THP advice", () => {
     const { p, mm } = setup();
     const a = mmapPrivate(p, 2 * MiB);
     mm.madvise(a, 2 * MiB, MADV_HUGEPAGE);
-    expect(mm.vmas.vmas.length).toBe(1);
+    expect(mm.vmas.size).toBe(1);
     expect(mm.findVma(a)!.thpAdvice).toBe(THP_ADVICE_HUGEPAGE);
   });
 

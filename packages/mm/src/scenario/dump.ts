@@ -146,7 +146,7 @@ export function dumpRegion(
   }
   let huge = 0;
   const pt = mm.pt;
-  for (const v of mm.vmas.vmas) {
+  for (const v of mm.vmas) {
     if (v.start < addr || v.end > addr + size) continue;
     for (let a = alignUp(v.start, HPAGE_PMD_SIZE); a + HPAGE_PMD_SIZE <= v.end; a += HPAGE_PMD_SIZE) {
       const slot = pt.pmdSlot(a);
