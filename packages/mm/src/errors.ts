@@ -1,4 +1,4 @@
-import { hex } from "./constants.js";
+import { hex, TASK_SIZE } from "./constants.js";
 
 /** errno names the simulated kernel returns, with their Linux numbers. */
 export const ERRNO = {
@@ -59,10 +59,12 @@ export class SegvError extends MmError {
     readonly reason: "no-vma" | "access",
     access: "read" | "write",
   ) {
-    super(
-      "EFAULT",
-      `SIGSEGV on ${access} at ${hex(address)}: ${reason === "no-vma" ? "no mapping there" : "the mapping does not permit this access"}`,
-      "SIGSEGV",
-    );
+    super("EFAULT", `SIGSEGV on ${access} at ${hex(address)}: ${segvWhy(address, reason)}`, "SIGSEGV");
   }
+}
+
+function segvWhy(address: number, reason: "no-vma" | "access"): string {
+  if (reason === "access") return "the mapping does not permit this access";
+  if (address >= TASK_SIZE) return `outside user space (TASK_SIZE is ${hex(TASK_SIZE)})`;
+  return "no mapping there";
 }

@@ -13,6 +13,7 @@ import { FRAME_ANON } from "./frame-pool.js";
 import type { Mm } from "./mm.js";
 import { MmuNotifyEvent } from "./notifier.js";
 import { splitHugePmd } from "./thp.js";
+import { checkIntegerIn, checkUnsigned, checkUserRange } from "./validate.js";
 
 /**
  * make_device_exclusive: give device `owner` exclusive access to the anonymous page at `va`. The
@@ -25,6 +26,10 @@ import { splitHugePmd } from "./thp.js";
  * after the write fault populated it.
  */
 export function makeDeviceExclusive(mm: Mm, va: number, owner: number): number {
+  checkUnsigned("make_device_exclusive", "address", va);
+  checkIntegerIn("make_device_exclusive", "owner", owner, 1, 255);
+  // get_user_pages_remote on an address outside user space: EFAULT.
+  checkUserRange("make_device_exclusive", va, 1, "EFAULT");
   const page = alignDown(va, PAGE_SIZE);
   const vma = mm.findVma(page);
   if (vma === null || !vma.readable || !vma.writable) {

@@ -1,3 +1,4 @@
+import { anonVmaPrepare } from "./anon-vma.js";
 import { alignDown, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE } from "./constants.js";
 import {
   ENTRY_DEVICE_EXCLUSIVE,
@@ -43,6 +44,9 @@ export const FAULT_FLAG_REMOTE = 0x80;
  * entries restored; migration entries → VM_FAULT_RETRY.
  */
 export function handleMmFault(mm: Mm, vma: Vma, addr: number, fflags: number): number {
+  // One compare pair per fault: an address outside `vma` (NaN, one past user space) must never
+  // index the page table, where an address at or above 2^48 would alias a user mapping.
+  if (!(addr >= vma.start && addr < vma.end)) return VM_FAULT_SIGSEGV;
   const stats = mm.machine.stats;
   stats.faults++;
   const write = (fflags & FAULT_FLAG_WRITE) !== 0;
@@ -96,15 +100,6 @@ export function handleMmFault(mm: Mm, vma: Vma, addr: number, fflags: number): n
     default:
       return VM_FAULT_SIGBUS;
   }
-}
-
-/**
- * Make sure a private VMA has an anon_vma (anon_vma_prepare): a neighbour's reusable one if there
- * is one, else a new one.
- */
-function anonVmaPrepare(mm: Mm, vma: Vma): void {
-  if (vma.anonVma !== 0 || vma.shared) return;
-  vma.anonVma = mm.vmas.findMergeableAnonVma(vma) || mm.machine.newAnonVmaId();
 }
 
 /** Flags of a new present entry in `vma`: writable and dirty when the VMA is writable. */
@@ -232,12 +227,13 @@ function doWpPage(mm: Mm, vma: Vma, addr: number, pos: number): number {
     mm.machine.stats.cowReuses++;
     return VM_FAULT_OK;
   }
-  return wpPageCopy(mm, addr, pos);
+  return wpPageCopy(mm, vma, addr, pos);
 }
 
 /** wp_page_copy: give this mm its own copy of the page (zero-filled when it was the zero page). */
-function wpPageCopy(mm: Mm, addr: number, pos: number): number {
+function wpPageCopy(mm: Mm, vma: Vma, addr: number, pos: number): number {
   const machine = mm.machine;
+  anonVmaPrepare(mm, vma);
   const pool = machine.pool;
   const npfn = pool.tryAllocPage();
   if (npfn < 0) {

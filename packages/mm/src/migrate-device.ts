@@ -1,4 +1,5 @@
-import { alignDown, HPAGE_PMD_SIZE, hex, PAGE_SIZE } from "./constants.js";
+import { anonVmaPrepare } from "./anon-vma.js";
+import { alignDown, HPAGE_PMD_SIZE, hex, PAGE_SIZE, TASK_SIZE } from "./constants.js";
 import {
   deviceEntryFlags,
   ENTRY_DEVICE_PRIVATE,
@@ -20,6 +21,7 @@ import { MmuNotifyEvent } from "./notifier.js";
 import { rmapAddPte, rmapRemovePte } from "./rmap.js";
 import { forEachMapping } from "./rmap-walk.js";
 import { splitHugePmd } from "./thp.js";
+import { checkFlagWord, checkIntegerIn, checkUnsigned } from "./validate.js";
 
 /** migrate_pfn flags (MIGRATE_PFN_*), kept beside the pfn arrays of {@link MigrateVma}. */
 export const MIGRATE_PFN_VALID = 1 << 0;
@@ -29,6 +31,12 @@ export const MIGRATE_PFN_MIGRATE = 1 << 1;
 export const MIGRATE_PFN_WRITE = 1 << 3;
 /** The pfn is a device-private page of `pgmapOwner` (not a system frame). */
 export const MIGRATE_PFN_DEVICE = 1 << 5;
+
+/**
+ * The longest range one MigrateVma may cover (1 GiB): its per-page arrays are allocated up front,
+ * as the kernel's callers allocate src/dst arrays per chunk (dmirror migrates 64 MiB at most).
+ */
+export const MIGRATE_VMA_MAX_BYTES = 2 ** 30;
 
 /** enum migrate_vma_direction. */
 export const MIGRATE_VMA_SELECT_SYSTEM = 1 << 0;
@@ -58,6 +66,18 @@ export class MigrateVma {
     readonly pgmapOwner: number,
     readonly selectFlags: number,
   ) {
+    // The arrays are sized from the range, so it is checked here; migrateVmaSetup checks the rest.
+    checkUnsigned("migrate_vma", "start", start);
+    checkUnsigned("migrate_vma", "end", end);
+    checkIntegerIn("migrate_vma", "pgmapOwner", pgmapOwner, 0, 255);
+    checkFlagWord("migrate_vma", "selectFlags", selectFlags);
+    if (end > TASK_SIZE || end - start > MIGRATE_VMA_MAX_BYTES) {
+      throw new MmError(
+        "EINVAL",
+        `migrate_vma: range [${hex(start)}, ${hex(end)}) is beyond TASK_SIZE or longer than ${hex(MIGRATE_VMA_MAX_BYTES)} bytes`,
+        "BAD_ADDRESS",
+      );
+    }
     this.npages = Math.max(0, (end - start) / PAGE_SIZE);
     this.src = new Int32Array(this.npages).fill(-1);
     this.srcFlags = new Int32Array(this.npages);
@@ -260,6 +280,8 @@ function insertHole(mm: Mm, va: number, dst: number, dstDevice: boolean, owner: 
   const f = mm.pt.pteFlags[pos];
   const kind = f & ENTRY_KIND_MASK;
   if (kind !== ENTRY_NONE && !(kind === ENTRY_PRESENT && f & ENTRY_ZERO)) return;
+  // migrate_vma_insert_page prepares the anon_vma first: without it fork would not copy the page.
+  anonVmaPrepare(mm, vma);
   if (dstDevice) {
     mm.pt.setPte(pos, dst, deviceEntryFlags(ENTRY_DEVICE_PRIVATE, owner, vma.writable));
     machine.devicePagemap(owner).pageGet(dst);

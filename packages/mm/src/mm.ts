@@ -22,11 +22,31 @@ import { ENTRY_KIND_MASK, ENTRY_PRESENT } from "./entry.js";
 import { MmError } from "./errors.js";
 import { FRAME_SHMEM } from "./frame-pool.js";
 import type { Machine } from "./machine.js";
+import {
+  MAP_DROPPABLE,
+  MAP_NOT_SIMULATED,
+  MAP_NOT_SIMULATED_MASK,
+  MAP_STACK,
+  MAP_TYPE,
+  PROT_EXEC,
+  PROT_GROWSDOWN,
+  PROT_GROWSUP,
+  PROT_SEM,
+} from "./mman.js";
 import { changeProtection } from "./mprotect.js";
 import { MmuNotifierSubscriptions, MmuNotifyEvent } from "./notifier.js";
 import { PageTable } from "./page-table.js";
 import { ShmemObject } from "./shmem.js";
 import { splitHugePmd } from "./thp.js";
+import {
+  badArgument,
+  bitNames,
+  checkAdvice,
+  checkFlagWord,
+  checkPageAligned,
+  checkUnsigned,
+  notSimulated,
+} from "./validate.js";
 import { THP_ADVICE_HUGEPAGE, THP_ADVICE_NOHUGEPAGE, THP_ADVICE_NONE, Vma, VmaList } from "./vma.js";
 import { zapRange } from "./zap.js";
 
@@ -42,16 +62,30 @@ export interface MmapOptions {
   flags: number;
 }
 
-function checkAddr(op: string, addr: number): void {
-  if (!Number.isSafeInteger(addr) || addr < 0)
-    throw new MmError("EINVAL", `${op}: address ${addr} is not a valid address`);
-  if (addr % PAGE_SIZE !== 0) throw new MmError("EINVAL", `${op}: address ${hex(addr)} is not page aligned`);
+/** Protection bits a VMA can have in the simulator. */
+const PROT_SIMULATED = PROT_READ | PROT_WRITE;
+
+/**
+ * `prot` of mmap or mprotect checked: a 32-bit integer without PROT_EXEC / PROT_SEM (not
+ * simulated). mprotect also refuses bits Linux does not know (arch_validate_prot); mmap ignores
+ * them, as do_mmap does (calc_vm_prot_bits keeps only the access bits).
+ */
+function checkProt(op: "mmap" | "mprotect", prot: unknown): number {
+  const p = checkFlagWord(op, "prot", prot);
+  if (p & (PROT_EXEC | PROT_SEM)) throw notSimulated(op, `prot ${hex(p)} (PROT_EXEC / PROT_SEM)`);
+  if (op === "mmap") return p & PROT_SIMULATED;
+  if (p & (PROT_GROWSDOWN | PROT_GROWSUP)) {
+    if ((p & (PROT_GROWSDOWN | PROT_GROWSUP)) === (PROT_GROWSDOWN | PROT_GROWSUP))
+      throw new MmError("EINVAL", "mprotect: PROT_GROWSDOWN and PROT_GROWSUP together", "BAD_ARGUMENT");
+    throw notSimulated(op, "PROT_GROWSDOWN / PROT_GROWSUP");
+  }
+  if (p & ~PROT_SIMULATED)
+    throw new MmError("EINVAL", `mprotect: unknown prot bits ${hex(p & ~PROT_SIMULATED)}`, "BAD_ARGUMENT");
+  return p;
 }
 
-function checkLength(op: string, len: number): void {
-  if (!Number.isSafeInteger(len) || len < 0)
-    throw new MmError("EINVAL", `${op}: length ${len} is not a valid length`);
-}
+/** The madvise advices the simulator implements. */
+const MADV_SIMULATED: ReadonlySet<number> = new Set([MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE]);
 
 /**
  * VM_ACCOUNT as mprotect_fixup changes it before `vma.prot` becomes `prot`: a private VMA that
@@ -125,37 +159,56 @@ export class Mm {
 
   private mmapOp(opts: MmapOptions): number {
     this.checkAlive("mmap");
-    const { length, prot, flags } = opts;
-    checkLength("mmap", length);
-    if (length === 0) throw new MmError("EINVAL", "mmap: length is 0");
-    if ((prot & ~(PROT_READ | PROT_WRITE)) !== 0)
-      throw new MmError("EINVAL", `mmap: unsupported prot ${prot}`);
-    const type = flags & (MAP_SHARED | MAP_PRIVATE);
-    if (type !== MAP_SHARED && type !== MAP_PRIVATE) {
-      throw new MmError("EINVAL", "mmap: flags must contain exactly one of MAP_SHARED and MAP_PRIVATE");
-    }
-    if (!(flags & MAP_ANONYMOUS))
-      throw new MmError("EINVAL", "mmap: only MAP_ANONYMOUS mappings are simulated");
+    if (typeof opts !== "object" || opts === null)
+      throw badArgument("mmap", "options", opts, "an object { addr?, length, prot, flags }");
+    const length = checkUnsigned("mmap", "length", opts.length);
+    const prot = checkProt("mmap", opts.prot);
+    const flags = checkFlagWord("mmap", "flags", opts.flags);
+    // A hint outside user space (a negative one included) is ignored, as Linux ignores it.
+    if (opts.addr !== undefined && !Number.isSafeInteger(opts.addr))
+      throw badArgument("mmap", "addr", opts.addr, "an integer address");
+    if (!(flags & MAP_ANONYMOUS)) throw notSimulated("mmap", "a file mapping (flags without MAP_ANONYMOUS)");
+    const unmodelled = flags & MAP_NOT_SIMULATED_MASK;
+    if (unmodelled) throw notSimulated("mmap", bitNames(unmodelled, MAP_NOT_SIMULATED));
+    if (length === 0) throw new MmError("EINVAL", "mmap: length is 0", "BAD_ARGUMENT");
     const len = alignUp(length, PAGE_SIZE);
-    if (len > TASK_SIZE) throw new MmError("ENOMEM", `mmap: length ${len} exceeds the address space`);
+    // __get_unmapped_area: the length, then a fixed address, is checked against TASK_SIZE.
+    if (len > TASK_SIZE) throw new MmError("ENOMEM", `mmap: length ${hex(len)} exceeds the address space`);
     const fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) !== 0;
     let addr: number;
     if (fixed) {
-      addr = opts.addr ?? Number.NaN;
-      checkAddr("mmap", addr);
-      if (addr + len > TASK_SIZE)
-        throw new MmError("ENOMEM", `mmap: [${hex(addr)}, +${len}) is beyond TASK_SIZE`);
-      if (this.vmas.intersects(addr, addr + len)) {
-        if (flags & MAP_FIXED_NOREPLACE) {
-          throw new MmError(
-            "EEXIST",
-            `mmap: MAP_FIXED_NOREPLACE range [${hex(addr)}, ${hex(addr + len)}) is in use`,
-          );
-        }
-        this.munmap(addr, len);
-      }
+      if (opts.addr === undefined)
+        throw new MmError("EINVAL", "mmap: MAP_FIXED needs an address (addr)", "BAD_ARGUMENT");
+      addr = checkUnsigned("mmap", "addr", opts.addr);
+      if (addr > TASK_SIZE - len)
+        throw new MmError("ENOMEM", `mmap: [${hex(addr)}, +${hex(len)}) is beyond TASK_SIZE`, "BAD_ADDRESS");
+      if (addr % PAGE_SIZE !== 0)
+        throw new MmError(
+          "EINVAL",
+          `mmap: MAP_FIXED address ${hex(addr)} is not page aligned`,
+          "BAD_ARGUMENT",
+        );
     } else {
       addr = this.getUnmappedArea(opts.addr, len);
+    }
+    // do_mmap checks the mapping type only after placing it; nothing has changed yet.
+    const type = flags & MAP_TYPE;
+    if (type !== MAP_SHARED && type !== MAP_PRIVATE) {
+      if (type === MAP_DROPPABLE) throw notSimulated("mmap", "MAP_DROPPABLE");
+      throw new MmError(
+        "EINVAL",
+        `mmap: mapping type ${hex(type)} in flags ${hex(flags)} is neither MAP_SHARED nor MAP_PRIVATE`,
+        "BAD_ARGUMENT",
+      );
+    }
+    if (fixed && this.vmas.intersects(addr, addr + len)) {
+      if (flags & MAP_FIXED_NOREPLACE) {
+        throw new MmError(
+          "EEXIST",
+          `mmap: MAP_FIXED_NOREPLACE range [${hex(addr)}, ${hex(addr + len)}) is in use`,
+        );
+      }
+      this.munmap(addr, len);
     }
     const shared = type === MAP_SHARED;
     const shmem = shared ? new ShmemObject(this.machine.newShmemId(), len / PAGE_SIZE) : null;
@@ -173,15 +226,21 @@ export class Mm {
     );
     // accountable_mapping: private writable memory is charged unless MAP_NORESERVE.
     vma.account = !shared && (flags & MAP_NORESERVE) === 0 && (prot & PROT_WRITE) !== 0;
+    // calc_vm_flag_bits: since Linux 6.7 MAP_STACK implies VM_NOHUGEPAGE.
+    if (flags & MAP_STACK) vma.thpAdvice = THP_ADVICE_NOHUGEPAGE;
     this.vmas.insert(vma);
     this.vmas.mergeAround(addr, addr + len);
     return addr;
   }
 
   private getUnmappedArea(hint: number | undefined, len: number): number {
-    if (hint !== undefined) {
-      const h = alignUp(hint, PAGE_SIZE);
-      if (h >= MMAP_MIN_ADDR && h + len <= TASK_SIZE && !this.vmas.intersects(h, h + len)) return h;
+    // round_hint_to_min: the hint is rounded down to a page and, unless that leaves none, raised
+    // to mmap_min_addr; a hint that does not fit in user space or overlaps a mapping is ignored
+    // (arch_get_unmapped_area_topdown, mmap_address_hint_valid).
+    const h0 = hint === undefined || hint < 0 ? 0 : alignDown(hint, PAGE_SIZE);
+    if (h0 !== 0) {
+      const h = Math.max(h0, MMAP_MIN_ADDR);
+      if (h <= TASK_SIZE - len && !this.vmas.intersects(h, h + len)) return h;
     }
     // Anonymous mappings whose length is a multiple of 2 MiB are placed 2 MiB aligned when THP is
     // enabled (thp_get_unmapped_area): take len + 2 MiB from the highest gap, then align.
@@ -207,13 +266,18 @@ export class Mm {
 
   private munmapOp(addr: number, length: number): void {
     this.checkAlive("munmap");
-    checkAddr("munmap", addr);
-    checkLength("munmap", length);
-    if (length === 0) throw new MmError("EINVAL", "munmap: length is 0");
-    const len = alignUp(length, PAGE_SIZE);
-    if (addr > TASK_SIZE || len > TASK_SIZE - addr) {
-      throw new MmError("EINVAL", `munmap: [${hex(addr)}, +${len}) is beyond TASK_SIZE`);
+    checkPageAligned("munmap", "address", addr);
+    checkUnsigned("munmap", "length", length);
+    // do_vmi_munmap: a range reaching past TASK_SIZE is EINVAL, as is an empty one.
+    if (addr > TASK_SIZE || length > TASK_SIZE - addr) {
+      throw new MmError(
+        "EINVAL",
+        `munmap: [${hex(addr)}, +${hex(length)}) is beyond TASK_SIZE`,
+        "BAD_ADDRESS",
+      );
     }
+    if (length === 0) throw new MmError("EINVAL", "munmap: length is 0", "BAD_ARGUMENT");
+    const len = alignUp(length, PAGE_SIZE);
     const end = addr + len;
     if (!this.vmas.intersects(addr, end)) return;
     this.splitVmaAt(addr);
@@ -269,14 +333,13 @@ export class Mm {
 
   private mprotectOp(addr: number, length: number, prot: number): void {
     this.checkAlive("mprotect");
-    checkAddr("mprotect", addr);
-    checkLength("mprotect", length);
-    if ((prot & ~(PROT_READ | PROT_WRITE)) !== 0)
-      throw new MmError("EINVAL", `mprotect: unsupported prot ${prot}`);
+    checkPageAligned("mprotect", "address", addr);
+    checkUnsigned("mprotect", "length", length);
+    checkFlagWord("mprotect", "prot", prot);
+    // do_mprotect_pkey: a zero length succeeds before prot is looked at.
     if (length === 0) return;
+    checkProt("mprotect", prot);
     const end = addr + alignUp(length, PAGE_SIZE);
-    if (end > TASK_SIZE + PAGE_SIZE)
-      throw new MmError("ENOMEM", `mprotect: [${hex(addr)}, ${hex(end)}) wraps`);
     let v = this.vmas.findFrom(addr);
     if (v === null || v.start > addr) {
       throw new MmError("ENOMEM", `mprotect: ${hex(addr)} is not mapped`);
@@ -329,11 +392,10 @@ export class Mm {
 
   private madviseOp(addr: number, length: number, advice: number): void {
     this.checkAlive("madvise");
-    checkAddr("madvise", addr);
-    checkLength("madvise", length);
-    if (advice !== MADV_DONTNEED && advice !== MADV_HUGEPAGE && advice !== MADV_NOHUGEPAGE) {
-      throw new MmError("EINVAL", `madvise: unsupported advice ${advice}`);
-    }
+    // is_valid_madvise: the advice, then the alignment; a range past TASK_SIZE finds no VMA (ENOMEM).
+    checkAdvice("madvise", advice, MADV_SIMULATED);
+    checkPageAligned("madvise", "address", addr);
+    checkUnsigned("madvise", "length", length);
     const end = addr + alignUp(length, PAGE_SIZE);
     if (end === addr) return;
     let hole = false;

@@ -1,5 +1,6 @@
 import { hex } from "./constants.js";
 import { MmError } from "./errors.js";
+import { badArgument, checkFunction, checkUnsigned } from "./validate.js";
 
 /**
  * Why a range is being invalidated (enum mmu_notifier_event, same numeric values as Linux).
@@ -169,8 +170,18 @@ export class MmuNotifierSubscriptions {
 
   /** mmu_interval_notifier_insert over [start, start + length). */
   insert(start: number, length: number, ops: MmuIntervalNotifierOps): MmuIntervalNotifier {
-    if (!(length > 0) || !Number.isFinite(start + length)) {
-      throw new MmError("EOVERFLOW", `bad interval [${hex(start)}, +${length})`);
+    checkUnsigned("mmu_interval_notifier_insert", "start", start);
+    checkUnsigned("mmu_interval_notifier_insert", "length", length);
+    if (typeof ops !== "object" || ops === null)
+      throw badArgument("mmu_interval_notifier_insert", "ops", ops, "an MmuIntervalNotifierOps object");
+    checkFunction("mmu_interval_notifier_insert", "ops.invalidate", ops.invalidate);
+    // __mmu_interval_notifier_insert refuses only an empty or overflowing interval; one beyond
+    // TASK_SIZE is accepted and simply never invalidated.
+    if (length === 0 || !Number.isSafeInteger(start + length)) {
+      throw new MmError(
+        "EOVERFLOW",
+        `mmu_interval_notifier_insert: bad interval [${hex(start)}, +${hex(length)})`,
+      );
     }
     // A new notifier starts odd (never equal to an idle mm seq). Inserted while an invalidation
     // of some notifier runs (mm seq odd), it takes that odd value so readBegin cannot succeed

@@ -12,6 +12,7 @@ import { FAULT_FLAG_WRITE, handleMmFault, VM_FAULT_OOM, VM_FAULT_RETRY } from ".
 import { dupMm } from "./fork.js";
 import type { Machine } from "./machine.js";
 import type { Mm } from "./mm.js";
+import { badArgument, checkIntegerIn, checkUnsigned, isUserAddress } from "./validate.js";
 
 /** Result codes of {@link Process.accessPage}. */
 export const ACCESS_OK = 0;
@@ -36,6 +37,9 @@ export interface TouchResult {
   /** Address of the access that raised SIGSEGV, or -1. */
   segvAt: number;
 }
+
+/** The most bytes one {@link Process.read} returns (the kernel's MAX_RW_COUNT: INT_MAX & PAGE_MASK). */
+export const MAX_RW_COUNT = 0x7fff_f000;
 
 /** Stamp a CPU write uses when the caller gives none: derived from the page's address. */
 export function defaultStamp(pageVa: number): number {
@@ -87,6 +91,12 @@ export class Process {
   accessPage(va: number, write: boolean): number {
     const mm = this.mm;
     const pt = mm.pt;
+    // Outside user space nothing is mapped; the page table must not be indexed there (its top
+    // index would wrap an address at or above 2^48 onto a user mapping).
+    if (!isUserAddress(va)) {
+      this.machine.stats.segv++;
+      return ACCESS_SEGV_MAPERR;
+    }
     for (let attempt = 0; attempt < 8; attempt++) {
       const slot = pt.pmdSlot(va);
       if (slot >= 0) {
@@ -128,6 +138,16 @@ export class Process {
     throw new MmError("EFAULT", `page fault at ${hex(va)} did not resolve after 8 attempts`, "FAULT_LOOP");
   }
 
+  /**
+   * The arguments of a CPU access: non-negative integers (else EINVAL). An access at an address
+   * outside user space is not refused here: the CPU raises SIGSEGV there as on an unmapped page.
+   */
+  private checkAccess(op: string, va: unknown, len: unknown): void {
+    if (this.exited) throw new MmError("EINVAL", `${op}: process ${this.pid} has exited`, "MM_EXITED");
+    checkUnsigned(op, "address", va);
+    checkUnsigned(op, "length", len);
+  }
+
   private fail(code: number, va: number, write: boolean): never {
     const access = write ? "write" : "read";
     switch (code) {
@@ -158,6 +178,8 @@ export class Process {
    * failures throw.
    */
   touch(va: number, len: number, write: boolean, stamp?: number): TouchResult {
+    this.checkAccess("touch", va, len);
+    if (stamp !== undefined) checkIntegerIn("touch", "stamp", stamp, -(2 ** 31), 2 ** 32 - 1);
     const before = this.minorFaults;
     const end = va + len;
     const content = this.machine.pool.content;
@@ -174,6 +196,8 @@ export class Process {
 
   /** Stamp every page of [va, va + len) (a page-granular write of generated data; both content modes). */
   writeStamp(va: number, len: number, stamp: number): void {
+    this.checkAccess("writeStamp", va, len);
+    checkIntegerIn("writeStamp", "stamp", stamp, -(2 ** 31), 2 ** 32 - 1);
     const end = va + len;
     const content = this.machine.pool.content;
     for (let p = alignDown(va, PAGE_SIZE); p < end; p += PAGE_SIZE) {
@@ -185,6 +209,8 @@ export class Process {
 
   /** Write `data` at `va` (bytes content mode). */
   write(va: number, data: Uint8Array): void {
+    if (!(data instanceof Uint8Array)) throw badArgument("write", "data", data, "a Uint8Array");
+    this.checkAccess("write", va, data.length);
     const content = this.machine.pool.content;
     let done = 0;
     while (done < data.length) {
@@ -200,6 +226,14 @@ export class Process {
 
   /** Read `len` bytes at `va` (bytes content mode). */
   read(va: number, len: number): Uint8Array {
+    this.checkAccess("read", va, len);
+    // read(2) never moves more than MAX_RW_COUNT bytes at once; here it bounds the buffer.
+    if (len > MAX_RW_COUNT)
+      throw new MmError(
+        "EINVAL",
+        `read: length ${hex(len)} is above MAX_RW_COUNT (${hex(MAX_RW_COUNT)})`,
+        "TOO_LARGE",
+      );
     const out = new Uint8Array(len);
     const content = this.machine.pool.content;
     let done = 0;
@@ -217,6 +251,7 @@ export class Process {
 
   /** Content hash of the page at `va` as the CPU reads it (faulting it in for read). */
   readPageHash(va: number): number {
+    this.checkAccess("readPageHash", va, 0);
     const r = this.accessPage(alignDown(va, PAGE_SIZE), false);
     if (r !== ACCESS_OK) this.fail(r, va, false);
     return this.machine.pool.content.hash(this.lastPfn);
