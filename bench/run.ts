@@ -139,11 +139,11 @@ bench.add(walk, PTES, () => {
 });
 
 // ---- device fault path (issue: core) ------------------------------------------------------------
-const pteDev = core.addDevice(plugin("noop-pte", NoopFakeDriver), { name: "pte0", hugeCallback: false });
+const pteDev = core.addDevice(plugin("noop-pte", NoopFakeDriver), { name: "pte0", pmdCallback: false });
 const arrDev = core.addDevice(plugin("noop-array", NoopArrayFakeDriver), {
   name: "arr0",
   callbackMode: "array",
-  hugeCallback: false,
+  pmdCallback: false,
 });
 const hugeDev = core.addDevice(plugin("noop-huge", NoopHugeFakeDriver), { name: "huge0" });
 const faultPte = "core: device fault, 1 GiB populated, no-op per-PTE driver";
@@ -158,7 +158,7 @@ const hugeDrv = hugeDev.dispatcher.driver as NoopHugeFakeDriver;
 const before = hugeDrv.huge;
 core.deviceFault(hugeDev, mm, huge, huge + GiB, false);
 const hugeCalls = hugeDrv.huge - before;
-const faultHuge = "core: device fault, 1 GiB THP-backed, huge callback";
+const faultHuge = "core: device fault, 1 GiB THP-backed, mirrorPmd callback";
 bench.add(faultHuge, PTES, () => {
   core.deviceFault(hugeDev, mm, huge, huge + GiB, false);
 });
@@ -187,10 +187,10 @@ row(faultPte, scanCall, { min: 0.5, text: ">= 0.5x scan+call" });
 row(faultArr, scanCall);
 row(faultHuge, faultPteAgain, { min: 50, text: ">= 50x the 4 KiB-backed fault" });
 console.log(
-  `huge callbacks per 1 GiB THP fault: ${hugeCalls} (target <= 512: ${hugeCalls <= 512 ? "met" : "MISSED"})`,
+  `mirrorPmd callbacks per 1 GiB THP fault: ${hugeCalls} (target <= 512: ${hugeCalls <= 512 ? "met" : "MISSED"})`,
 );
 rows.push({
-  name: "huge callbacks per 1 GiB THP fault",
+  name: "mirrorPmd callbacks per 1 GiB THP fault",
   value: hugeCalls,
   unit: "calls",
   baseline: "limit",

@@ -33,6 +33,36 @@
  */
 import type { MmuNotifyEvent } from "@hmmkit/mm";
 
+/*
+ * What a driver author needs to know beyond the callbacks:
+ *
+ * - Device memory belongs to the core. The core allocates every device frame (in the device's
+ *   DeviceMemory, `DeviceContext.memory`) before `copyToDevice`, holds a reference per CPU entry
+ *   that points at it, and frees it when the last goes (dev_pagemap_ops.page_free); the driver
+ *   only copies data, with `DeviceContext.dma`. A driver never allocates or frees frames. A
+ *   migration that finds no free frame (and cannot evict one) leaves the page in system memory
+ *   and counts it in `MigrateResult.allocFailed`. `HmmCore.removeDevice` brings every page home
+ *   first and refuses (EBUSY) if some cannot come home.
+ * - Invalidations can cover huge ranges: RELEASE covers all of user space ([0, TASK_SIZE), 2^35
+ *   pages) when an address space exits, and fork sends PROTECTION_PAGE over every private
+ *   writable VMA. Never loop over the pages of [start, end): clip it to what you hold (walk your
+ *   own mirror for the range).
+ * - A THP split is told as a CLEAR of the whole 2 MiB PMD. Its order around the operation that
+ *   caused it: MADV_DONTNEED and migration send their own event for the partial range first and
+ *   the whole-PMD CLEAR nested inside it (zap_page_range / migrate_vma_setup split while
+ *   zapping); mprotect and munmap split the PMD when they split the VMA, so the whole-PMD CLEAR
+ *   comes first, then PROTECTION_VMA or UNMAP for the range.
+ * - Mirror callbacks must be applied before they return: the entries they describe are stable
+ *   only during the call; the next invalidation of the range may come as soon as they return.
+ *   Likewise `invalidate` must have dropped the range's translations when it returns.
+ * - Flags are the HMM_PFN_* bits of flags.ts, including the map order (`hmmPfnToMapOrder`: 0 for
+ *   a 4 KiB page, 9 for a page of a 2 MiB PMD).
+ * - An `owner` (MIGRATE and EXCLUSIVE events, device-private entries) is a pagemap owner id:
+ *   your own is `DeviceContext.ownerId`.
+ * - `HmmCore.mmById(mmId)` gives the address space behind an `mmId`; `Device.driver` is the
+ *   driver instance the core built.
+ */
+
 /** The API version of this contract. Plugins declare the version they target (semver). */
 export const HMM_API_VERSION = "1.0.0";
 
@@ -57,6 +87,12 @@ export interface DeviceTranslation {
   readonly writable: boolean;
   /** The frame is in this device's memory. */
   readonly devicePrivate: boolean;
+  /**
+   * The translation is device-exclusive (reported with HMM_PFN_EXCLUSIVE by makeExclusive): the
+   * CPU entry is a device-exclusive entry of this device, which a snapshot describes with
+   * HMM_PFN_EXCLUSIVE and the frame but not VALID. Absent means false.
+   */
+  readonly exclusive?: boolean;
 }
 
 /**
@@ -94,18 +130,21 @@ export interface HmmDriver {
    * The CPU page table of [start, end) in address space `mmId` is about to change (an MMU
    * notifier invalidation). Drop every translation in the range before returning; after the
    * return the CPU entries change and the old frames may be freed. `event` says why
-   * (MmuNotifyEvent); `owner` is the device id behind a MIGRATE or EXCLUSIVE event, if any (a
-   * MIGRATE owned by this device is the core migrating pages to or from this device's memory.
+   * (MmuNotifyEvent); `owner` is the pagemap owner id (`DeviceContext.ownerId`) of the device
+   * behind a MIGRATE or EXCLUSIVE event, if any, else null (a MIGRATE owned by this device is the
+   * core migrating pages to or from this device's memory.
    * A driver may skip it, as the kernel's test driver does, only if it also drops a page's
    * translation in `copyFromDevice`: pages migrated to the device are reported through the
    * mirror callbacks afterwards, pages migrated home are not). Called for every overlapping
-   * change, including RELEASE when the address space exits.
+   * change, including RELEASE when the address space exits. The range may be huge (RELEASE is
+   * all of user space): clip it to the translations you hold, never loop over its pages.
    */
   invalidate(mmId: number, start: number, end: number, event: MmuNotifyEvent, owner: number | null): void;
 
   /**
    * Migration to device memory: copy the page at `va` from system frame `spfn` into device
-   * frame `dpfn` (already allocated by the core in this device's memory), using
+   * frame `dpfn` (allocated by the core in this device's memory, and freed by it: the driver
+   * never allocates or frees device frames), using
    * `DeviceContext.dma`. `spfn` is -1 when there is no source page (a hole or the zero page):
    * zero-fill `dpfn` instead. Not copying loses the page's data.
    */
@@ -119,6 +158,15 @@ export interface HmmDriver {
    * first; other address spaces sharing the page get a CLEAR).
    */
   copyFromDevice(mmId: number, va: number, dpfn: number, spfn: number): void;
+
+  /**
+   * The device no longer mirrors address space `mmId` (HmmCore.unbind, the kernel test driver's
+   * file close): its interval notifier is gone, so no further invalidation of `mmId` will come.
+   * Drop every translation of `mmId`. Its pages in device memory stay there and still come home
+   * through `copyFromDevice` when the CPU touches them. Optional; a driver without it must not
+   * use its translations of `mmId` again.
+   */
+  unbind?(mmId: number): void;
 
   /** The device is being removed (after its pages went home). Free driver resources. Optional. */
   release?(): void;

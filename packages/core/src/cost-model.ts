@@ -22,7 +22,10 @@ export interface CostConstants {
   hostToDeviceGBps: CostConstant;
   /** Device-to-host copy bandwidth for migrations. */
   deviceToHostGBps: CostConstant;
-  /** Per page invalidated in a device mirror (unmap + TLB invalidate, amortised). */
+  /**
+   * Per page invalidated in a device mirror (unmap + TLB invalidate, amortised), charged per
+   * `DeviceStats.invalidatedPages`: pages the device may hold in the range, not the range's size.
+   */
   invalidatePageNs: CostConstant;
   /** Per driver callback invocation (software overhead of one call into the driver). */
   callbackNs: CostConstant;
@@ -142,7 +145,7 @@ export class CostModel {
       copyToDevice: s.bytesToDevice / c.hostToDeviceGBps,
       copyToHost: s.bytesToRam / c.deviceToHostGBps,
       invalidate: s.invalidatedPages * c.invalidatePageNs,
-      callbacks: (s.pteCallbacks + s.hugeCallbacks + s.arrayCallbacks) * c.callbackNs,
+      callbacks: (s.pteCallbacks + s.pmdCallbacks + s.arrayCallbacks) * c.callbackNs,
     };
     let totalNs = 0;
     for (const v of Object.values(terms)) totalNs += v;

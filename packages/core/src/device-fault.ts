@@ -200,6 +200,8 @@ export class DeviceFaultOp {
     readonly start: number,
     readonly end: number,
     readonly write: boolean,
+    /** PMD indices of the regions reported to the device in `mm` (DeviceBinding.reported). */
+    private readonly reported: Set<number> | null = null,
   ) {
     checkRange("device fault", start, end);
     if (mm.exited) throw new HmmError("EFAULT", `device fault: address space ${mm.id} has exited`);
@@ -245,13 +247,14 @@ export class DeviceFaultOp {
     let ok: boolean;
     let pages: number;
     if (chunk.kind === CHUNK_SEG_HUGE) {
-      ok = disp.mirrorHuge(this.mm.id, va - (va % HPAGE_PMD_SIZE), chunk.hugePfn, chunk.hugeFlags);
+      ok = disp.mirrorPmd(this.mm.id, va - (va % HPAGE_PMD_SIZE), chunk.hugePfn, chunk.hugeFlags);
       pages = 512;
     } else {
       ok = disp.mirrorRange(this.mm.id, va, chunk.count, this.mm.pt.ptePfn, chunk.pos, chunk.flags, 0);
       pages = chunk.count;
     }
     if (!ok) throw disp.failure!;
+    this.reported?.add(Math.floor(va / HPAGE_PMD_SIZE));
     this.result.pages += pages;
     this.result.reportedReadOnly += chunk.readOnly;
     dev.stats.pagesMirrored += pages;

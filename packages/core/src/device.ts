@@ -1,8 +1,8 @@
 import type { Machine, Mm, MmuIntervalNotifier } from "@hmmkit/mm";
-import type { HmmPlugin } from "./contract.js";
+import type { HmmDriver, HmmPlugin } from "./contract.js";
 import type { DeviceMemory } from "./device-memory.js";
 import type { CallbackMode, DriverDispatcher } from "./dispatcher.js";
-import type { DriverError } from "./errors.js";
+import { type DriverError, HmmError } from "./errors.js";
 import type { DeviceStats } from "./stats.js";
 
 /** Configuration of one device. Unknown keys are passed to the driver untouched. */
@@ -14,7 +14,7 @@ export interface DeviceConfig {
   /** Which callback form to use: `auto` (per-PTE if the driver has it, else array), `per-pte` or `array`. */
   callbackMode?: "auto" | CallbackMode;
   /** Give whole PMDs to `mirrorPmd` when the driver has it (default true). */
-  hugeCallback?: boolean;
+  pmdCallback?: boolean;
   /** When device memory is full during a migration, evict the oldest pages to RAM (default true). */
   evictOnPressure?: boolean;
   /** Driver-specific settings. */
@@ -59,6 +59,11 @@ export interface DeviceContext {
 export interface DeviceBinding {
   readonly mm: Mm;
   readonly notifier: MmuIntervalNotifier;
+  /**
+   * PMD indices (va / 2 MiB) of the regions the core reported pages of to this device in `mm`:
+   * what invalidation counts are bounded by (per region, never per page).
+   */
+  readonly reported: Set<number>;
 }
 
 /** A device attached to the HMM core. */
@@ -67,6 +72,7 @@ export class Device {
   /** The error that failed the device, if it failed. */
   failure: DriverError | null = null;
   readonly bindings = new Map<number, DeviceBinding>();
+  private allocFailures = 0;
 
   constructor(
     readonly name: string,
@@ -85,8 +91,35 @@ export class Device {
   }
 
   /** Whether whole PMDs are reported through `mirrorPmd`. */
-  get usesHugeCallback(): boolean {
-    return this.dispatcher.hugeCallback;
+  get usesPmdCallback(): boolean {
+    return this.dispatcher.pmdCallback;
+  }
+
+  /** The driver instance the core built for this device (through DI). */
+  get driver(): HmmDriver {
+    return this.dispatcher.driver;
+  }
+
+  /**
+   * Make the next `count` page allocations of this device's migrations fail (default 1), then
+   * succeed again, as the kernel test driver's HMM_DMIRROR_FLAG_FAIL_ALLOC (a self-clearing
+   * flag) does: a device frame in migrateToDevice, a system frame in migrateToRam. The page
+   * stays where it is and counts in `MigrateResult.allocFailed`; no eviction is tried for it.
+   */
+  failNextAlloc(count = 1): void {
+    if (!Number.isInteger(count) || count < 0)
+      throw new HmmError(
+        "EINVAL",
+        `device ${this.name}: failNextAlloc count must be a non-negative integer, got ${count}`,
+      );
+    this.allocFailures = count;
+  }
+
+  /** Consume one injected allocation failure; true if there was one. */
+  takeAllocFailure(): boolean {
+    if (this.allocFailures === 0) return false;
+    this.allocFailures--;
+    return true;
   }
 
   toString(): string {

@@ -24,7 +24,7 @@ export class DriverDispatcher {
     readonly driver: HmmDriver,
     readonly mode: CallbackMode,
     /** Whether whole PMDs go to `mirrorPmd`. */
-    readonly hugeCallback: boolean,
+    readonly pmdCallback: boolean,
     readonly stats: DeviceStats,
     private readonly onFailure: (err: DriverError) => void,
   ) {}
@@ -83,11 +83,11 @@ export class DriverDispatcher {
   }
 
   /** Report a whole huge PMD at `va` (2 MiB aligned) mapping `pfn`..`pfn + 511` with `flags` (order 9 set). */
-  mirrorHuge(mmId: number, va: number, pfn: number, flags: number): boolean {
+  mirrorPmd(mmId: number, va: number, pfn: number, flags: number): boolean {
     if (this.failure !== null) return false;
-    if (this.hugeCallback) {
+    if (this.pmdCallback) {
       try {
-        this.stats.hugeCallbacks++;
+        this.stats.pmdCallbacks++;
         this.driver.mirrorPmd!(mmId, va, pfn, flags);
       } catch (e) {
         this.fail("mirrorPmd", va, e);
@@ -109,7 +109,6 @@ export class DriverDispatcher {
     if (this.failure !== null) return false;
     try {
       this.stats.invalidations++;
-      this.stats.invalidatedPages += (end - start) / 4096;
       this.driver.invalidate(mmId, start, end, event, owner);
     } catch (e) {
       this.fail("invalidate", start, e);
@@ -150,6 +149,16 @@ export class DriverDispatcher {
     } catch (e) {
       this.fail("translations", null, e);
       return [];
+    }
+  }
+
+  /** Tell the driver it no longer mirrors `mmId` (HmmCore.unbind). A throw fails the device. */
+  unbind(mmId: number): void {
+    if (this.failure !== null || typeof this.driver.unbind !== "function") return;
+    try {
+      this.driver.unbind(mmId);
+    } catch (e) {
+      this.fail("unbind", null, e);
     }
   }
 

@@ -16,9 +16,14 @@ export const HMM_PFN_ERROR = 1 << 2;
 export const HMM_PFN_DIRTY = 1 << 3;
 /** The pfn is a device pfn of the calling device's memory (the page was migrated there). */
 export const HMM_PFN_DEVICE_PRIVATE = 1 << 4;
-/** The pfn is the shared zero page (read-only; a write fault replaces it). */
+/** The pfn is the shared zero page, or with map order 9 the huge zero page (read-only; a write fault replaces it). */
 export const HMM_PFN_ZERO = 1 << 5;
-/** The device was granted exclusive access (make_device_exclusive); the CPU's next access revokes it. */
+/**
+ * The device was granted exclusive access (make_device_exclusive); the CPU's next access revokes
+ * it. In a snapshot, a device-exclusive entry of the calling device carries its frame with
+ * EXCLUSIVE and without VALID (hmm_range_fault reports such an entry as not valid: its
+ * dmirror byte is NONE); an entry exclusive to another device is 0.
+ */
 export const HMM_PFN_EXCLUSIVE = 1 << 6;
 /** Snapshot only: the page lives in another device's private memory (not VALID for this device). */
 export const HMM_PFN_REMOTE_PRIVATE = 1 << 7;
@@ -60,16 +65,20 @@ export const HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE = 0x30;
 
 /**
  * The HMM_DMIRROR_PROT_* byte for a snapshot flags word, as dmirror_mkentry builds it. Another
- * device's private page is not VALID for the caller and encodes as NONE, as in the kernel.
+ * device's private page and a device-exclusive entry are not VALID for the caller and encode as
+ * NONE, as in the kernel. ZERO is only for the 4 KiB zero page: dmirror_mkentry tests
+ * is_zero_pfn(), which is false for the huge zero page, so a huge zero PMD (ZERO with map
+ * order 9) encodes as READ|PMD (0x05), not ZERO|READ|PMD.
  */
 export function hmmFlagsToProt(flags: number): number {
   if (flags & HMM_PFN_ERROR) return HMM_DMIRROR_PROT_ERROR;
   if (!(flags & HMM_PFN_VALID)) return HMM_DMIRROR_PROT_NONE;
+  const order = hmmPfnToMapOrder(flags);
   let prot = 0;
   if (flags & HMM_PFN_DEVICE_PRIVATE) prot = HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL;
-  else if (flags & HMM_PFN_ZERO) prot = HMM_DMIRROR_PROT_ZERO;
+  else if (flags & HMM_PFN_ZERO && order === 0) prot = HMM_DMIRROR_PROT_ZERO;
   prot |= flags & HMM_PFN_WRITE ? HMM_DMIRROR_PROT_WRITE : HMM_DMIRROR_PROT_READ;
-  if (hmmPfnToMapOrder(flags) === 9) prot |= HMM_DMIRROR_PROT_PMD;
+  if (order === 9) prot |= HMM_DMIRROR_PROT_PMD;
   return prot;
 }
 

@@ -2,6 +2,7 @@ import {
   ENTRY_DEVICE_PRIVATE,
   ENTRY_KIND_MASK,
   entryOwner,
+  HPAGE_PMD_SIZE,
   type Machine,
   type Mm,
   type MmuIntervalNotifier,
@@ -26,6 +27,7 @@ import { DeviceMemory } from "./device-memory.js";
 import { type CallbackMode, DriverDispatcher } from "./dispatcher.js";
 import { type DriverError, HmmError } from "./errors.js";
 import { HMM_PFN_EXCLUSIVE, HMM_PFN_VALID, HMM_PFN_WRITE, hmmFlagsToProt } from "./flags.js";
+import { countInvalidatedPages } from "./invalidate-count.js";
 import {
   type MigrateResult,
   migrateBack,
@@ -48,6 +50,16 @@ export interface HmmConfig {
   evictBatchPages: number;
 }
 
+/** What {@link HmmCore.removeDevice} left behind. */
+export interface RemoveDeviceResult {
+  /**
+   * Device frames still held by migrations in flight when the device was removed (0 normally).
+   * They are freed when those migrations resume and roll back; the pagemap stays registered
+   * until then.
+   */
+  readonly framesInUse: number;
+}
+
 /** Defaults of {@link HmmConfig}. */
 export const DEFAULT_HMM_CONFIG: Readonly<HmmConfig> = Object.freeze({
   defaultDeviceMemoryPages: 262_144,
@@ -67,6 +79,7 @@ export class HmmCore {
   readonly devices = new Map<string, Device>();
   private readonly byOwner: (Device | undefined)[] = [];
   private readonly reapQueue: Device[] = [];
+  private readonly pendingUnregister: Device[] = [];
   private notifierDepth = 0;
   private reaping = false;
 
@@ -162,7 +175,7 @@ export class HmmCore {
         "BAD_CONFIG",
       );
     }
-    const huge = config.hugeCallback !== false && typeof d.mirrorPmd === "function";
+    const huge = config.pmdCallback !== false && typeof d.mirrorPmd === "function";
     const dispatcher = new DriverDispatcher(name, p.name, driver as never, mode, huge, stats, (err) =>
       this.deviceFailed(device!, err),
     );
@@ -190,21 +203,54 @@ export class HmmCore {
 
   /**
    * Remove a device: bring every page it holds home (with its driver's copyFromDevice), drop its
-   * notifiers, call `release`, and forget it. Its memory must be empty afterwards.
+   * notifiers, call `release`, and forget it (memunmap_pages after evicting every chunk, as the
+   * kernel test driver's dmirror_device_remove_chunks does).
+   *
+   * If some of its pages cannot come home (system memory is full), nothing is removed: EBUSY
+   * names how many, and the device stays attached with its pages (free memory and call again).
+   * Frames still held by a migration in flight (paused at a preemption point; it rolls back when
+   * it resumes) do not block removal: the result counts them in `framesInUse`, and the device's
+   * pagemap stays registered until the last is freed (the core notices at its next operation).
    */
-  removeDevice(dev: Device | string): void {
+  removeDevice(dev: Device | string): RemoveDeviceResult {
     const d = typeof dev === "string" ? this.device(dev) : dev;
-    if (d.state === "removed") return;
+    if (d.state === "removed") return { framesInUse: d.memory.used };
     this.evacuate(d);
+    let stuck = 0;
+    for (const dpfn of d.memory.oldestInUse(d.memory.npages))
+      if (this.findInstalled(d, dpfn) !== null) stuck++;
+    if (stuck > 0) {
+      throw new HmmError(
+        "EBUSY",
+        `removeDevice ${d.name}: ${stuck} of its pages could not be brought home (${this.machine.pool.freeFrames} system frames free); the device stays attached: free system memory and call removeDevice again`,
+        "DEVICE_BUSY",
+      );
+    }
     for (const b of d.bindings.values()) b.notifier.remove();
     d.bindings.clear();
     if (d.state === "active") d.dispatcher.release();
     d.state = "removed";
     this.devices.delete(d.name);
-    if (d.memory.used === 0) {
+    this.pendingUnregister.push(d);
+    this.unregisterFreed();
+    return { framesInUse: d.memory.used };
+  }
+
+  /** Unregister the pagemaps of removed devices whose last frame was freed. */
+  private unregisterFreed(): void {
+    for (let i = this.pendingUnregister.length - 1; i >= 0; i--) {
+      const d = this.pendingUnregister[i];
+      if (d.memory.used !== 0) continue;
       this.machine.unregisterDevicePagemap(d.ownerId);
       this.byOwner[d.ownerId] = undefined;
+      this.pendingUnregister.splice(i, 1);
     }
+  }
+
+  /** The live address space with id `id` (the `mmId` every callback gets), if any. */
+  mmById(id: number): Mm | undefined {
+    for (const mm of this.machine.mms) if (mm.id === id) return mm;
+    return undefined;
   }
 
   // ---- bindings and notifiers ----------------------------------------------------------------
@@ -218,9 +264,27 @@ export class HmmCore {
     const notifier = mm.notifiers.insert(0, TASK_SIZE, {
       invalidate: (sub, range, curSeq) => this.onInvalidate(dev, mm, sub, range, curSeq),
     });
-    b = { mm, notifier };
+    b = { mm, notifier, reported: new Set() };
     dev.bindings.set(mm.id, b);
     return b;
+  }
+
+  /**
+   * Unbind `dev` from an address space, as the kernel test driver does when its file is closed
+   * (mmu_interval_notifier_remove): the interval notifier goes, no invalidation of that mm reaches
+   * the driver any more, and the driver's `unbind` is called so it drops its translations of it.
+   * The device stays attached: its pages in that mm stay in device memory and still come home on
+   * a CPU fault, migrateToRam, eviction or removal (through copyFromDevice). A later device fault,
+   * migration or makeExclusive on that mm binds it again. Nothing happens if it is not bound.
+   */
+  unbind(dev: Device, mmLike: MmLike): void {
+    this.reap();
+    const mm = mmOf(mmLike);
+    const b = dev.bindings.get(mm.id);
+    if (b === undefined) return;
+    b.notifier.remove();
+    dev.bindings.delete(mm.id);
+    if (dev.state === "active") dev.dispatcher.unbind(mm.id);
   }
 
   private onInvalidate(
@@ -234,8 +298,18 @@ export class HmmCore {
     sub.setSeq(curSeq);
     this.notifierDepth++;
     try {
-      if (dev.state === "active")
+      if (dev.state === "active") {
+        const b = dev.bindings.get(mm.id);
+        if (b !== undefined)
+          dev.stats.invalidatedPages += countInvalidatedPages(
+            mm,
+            dev.ownerId,
+            b.reported,
+            range.start,
+            range.end,
+          );
         dev.dispatcher.invalidate(mm.id, range.start, range.end, range.event, range.owner);
+      }
     } finally {
       this.notifierDepth--;
     }
@@ -268,7 +342,8 @@ export class HmmCore {
     this.reap();
     this.requireActive(dev);
     const mm = mmOf(mmLike);
-    return new DeviceFaultOp(dev, mm, this.bind(dev, mm).notifier, start, end, write);
+    const b = this.bind(dev, mm);
+    return new DeviceFaultOp(dev, mm, b.notifier, start, end, write, b.reported);
   }
 
   // ---- snapshot -------------------------------------------------------------------------------
@@ -305,13 +380,14 @@ export class HmmCore {
     const mm = mmOf(mmLike);
     checkRange("make exclusive", start, end);
     if (mm.exited) throw new HmmError("EFAULT", `make exclusive: address space ${mm.id} has exited`);
-    this.bind(dev, mm);
+    const reported = this.bind(dev, mm).reported;
     const pfn = new Int32Array(1);
     const flags = new Int32Array([HMM_PFN_VALID | HMM_PFN_WRITE | HMM_PFN_EXCLUSIVE]);
     let n = 0;
     for (let va = start; va < end; va += PAGE_SIZE) {
       pfn[0] = makeDeviceExclusive(mm, va, dev.ownerId);
       dev.stats.exclusivePages++;
+      reported.add(Math.floor(va / HPAGE_PMD_SIZE));
       if (!dev.dispatcher.mirrorRange(mm.id, va, 1, pfn, 0, flags, 0)) throw dev.dispatcher.failure!;
       n++;
     }
@@ -414,6 +490,7 @@ export class HmmCore {
    */
   reap(): void {
     if (this.notifierDepth > 0 || this.reaping) return;
+    if (this.pendingUnregister.length > 0) this.unregisterFreed();
     this.reaping = true;
     try {
       while (this.reapQueue.length > 0) {

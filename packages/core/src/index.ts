@@ -1,5 +1,7 @@
 import "reflect-metadata";
 
+export { MmuNotifyEvent } from "@hmmkit/mm";
+
 export * from "./container.js";
 export * from "./contract.js";
 export * from "./cost-model.js";

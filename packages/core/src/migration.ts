@@ -31,6 +31,13 @@ export interface MigrateResult {
   selected: number;
   /** Pages that ended up migrated. */
   migrated: number;
+  /**
+   * Selected pages that stayed where they were because no destination frame could be allocated:
+   * device memory full (eviction off, or nothing could be evicted), system memory full on the
+   * way home, or a failure injected with `Device.failNextAlloc`. The other selected pages that
+   * did not migrate lost a race (a CPU fault populated a hole meanwhile).
+   */
+  allocFailed: number;
 }
 
 /** Services the migration code needs from the core. */
@@ -97,7 +104,7 @@ function* migrateToDeviceLocked(
   start: number,
   end: number,
 ): Steps<MigrateResult> {
-  const res: MigrateResult = { selected: 0, migrated: 0 };
+  const res: MigrateResult = { selected: 0, migrated: 0, allocFailed: 0 };
   const stats = dev.stats;
   for (const [a, b] of pieces(mm, start, end, "migrate to device")) {
     if (dev.state !== "active") throw dev.failure ?? new HmmError("ENODEV", `device ${dev.name} was removed`);
@@ -109,9 +116,16 @@ function* migrateToDeviceLocked(
     let failed = dev.state !== "active";
     for (let i = 0; i < args.npages && !failed; i++) {
       if (!(args.srcFlags[i] & MIGRATE_PFN_MIGRATE)) continue;
-      let dpfn = dev.memory.alloc();
-      if (dpfn < 0 && dev.config.evictOnPressure !== false && host.evictFor(dev)) dpfn = dev.memory.alloc();
-      if (dpfn < 0) continue; // no room: this page stays in system memory
+      // An injected failure skips the page as dmirror_migrate_alloc_and_copy does when
+      // dmirror_devmem_alloc_page fails (HMM_DMIRROR_FLAG_FAIL_ALLOC): no eviction is tried.
+      const injected = dev.takeAllocFailure();
+      let dpfn = injected ? -1 : dev.memory.alloc();
+      if (dpfn < 0 && !injected && dev.config.evictOnPressure !== false && host.evictFor(dev))
+        dpfn = dev.memory.alloc();
+      if (dpfn < 0) {
+        res.allocFailed++; // no room: this page stays in system memory
+        continue;
+      }
       const va = a + i * PAGE_SIZE;
       const spfn = args.srcFlags[i] & MIGRATE_PFN_VALID ? args.src[i] : -1;
       if (!dev.dispatcher.copyToDevice(mm.id, va, spfn, dpfn)) {
@@ -162,6 +176,7 @@ function* migrateToDeviceLocked(
       args.dstFlags[i] = flags;
     }
     // Then report them to the driver, one run of consecutive migrated pages at a time.
+    dev.bindings.get(mm.id)?.reported.add(Math.floor(a / HPAGE_PMD_SIZE));
     for (let i = 0; i < args.npages; ) {
       if (args.dstFlags[i] === 0) {
         i++;
@@ -185,14 +200,15 @@ function* migrateToDeviceLocked(
  */
 export function* migrateToRamSteps(dev: Device, mm: Mm, start: number, end: number): Steps<MigrateResult> {
   checkRange("migrate to RAM", start, end);
-  const res: MigrateResult = { selected: 0, migrated: 0 };
+  const res: MigrateResult = { selected: 0, migrated: 0, allocFailed: 0 };
   const lock = mmapLock(mm);
   yield* lock.read();
   try {
     for (const [a, b] of pieces(mm, start, end, "migrate to RAM")) {
-      const r = migrateBack(dev, mm, a, b);
+      const r = migrateBack(dev, mm, a, b, true);
       res.selected += r.selected;
       res.migrated += r.migrated;
+      res.allocFailed += r.allocFailed;
       yield "migrate:to-ram";
     }
   } finally {
@@ -205,16 +221,21 @@ export function* migrateToRamSteps(dev: Device, mm: Mm, start: number, end: numb
  * Migrate this device's private pages in [a, b) (one VMA) back to new system frames. Copies with
  * the driver's copyFromDevice while the device is healthy; with the core's own copy once it
  * failed or was removed (the data must come home either way). Pages for which no system frame
- * can be allocated stay on the device.
+ * can be allocated stay on the device. `injectable`: an explicit migrateToRam, which consumes a
+ * failure injected with `Device.failNextAlloc` (CPU faults, eviction and evacuation do not).
  */
-export function migrateBack(dev: Device, mm: Mm, a: number, b: number): MigrateResult {
+export function migrateBack(dev: Device, mm: Mm, a: number, b: number, injectable = false): MigrateResult {
   const args = new MigrateVma(mm, a, b, dev.ownerId, MIGRATE_VMA_SELECT_DEVICE_PRIVATE);
   migrateVmaSetup(args);
   const pool = mm.machine.pool;
+  let allocFailed = 0;
   for (let i = 0; i < args.npages; i++) {
     if (!(args.srcFlags[i] & MIGRATE_PFN_MIGRATE)) continue;
-    const spfn = pool.tryAllocPage();
-    if (spfn < 0) continue;
+    const spfn = injectable && dev.takeAllocFailure() ? -1 : pool.tryAllocPage();
+    if (spfn < 0) {
+      allocFailed++;
+      continue;
+    }
     const dpfn = args.src[i];
     const va = a + i * PAGE_SIZE;
     if (dev.state !== "active" || !dev.dispatcher.copyFromDevice(mm.id, va, dpfn, spfn)) {
@@ -230,7 +251,7 @@ export function migrateBack(dev: Device, mm: Mm, a: number, b: number): MigrateR
     if (args.dst[i] >= 0 && args.srcFlags[i] & MIGRATE_PFN_MIGRATE) migrated++;
   dev.stats.migratedToRam += migrated;
   dev.stats.bytesToRam += migrated * PAGE_SIZE;
-  return { selected: args.cpages, migrated };
+  return { selected: args.cpages, migrated, allocFailed };
 }
 
 /**

@@ -1,8 +1,10 @@
 import {
+  ENTRY_DEVICE_EXCLUSIVE,
   ENTRY_DEVICE_PRIVATE,
   ENTRY_KIND_MASK,
   ENTRY_PRESENT,
   ENTRY_PROTNONE,
+  ENTRY_WRITE,
   entryOwner,
   type Mm,
   PAGE_SIZE,
@@ -12,8 +14,10 @@ import {
 } from "@hmmkit/mm";
 import {
   HMM_PFN_ERROR,
+  HMM_PFN_EXCLUSIVE,
   HMM_PFN_ORDER_SHIFT,
   HMM_PFN_REMOTE_PRIVATE,
+  HMM_PFN_WRITE,
   hmmFlagsOfDevicePrivate,
   hmmFlagsOfPresent,
 } from "./flags.js";
@@ -29,9 +33,10 @@ export interface RangeSnapshot {
 /**
  * hmm_range_fault without HMM_PFN_REQ_FAULT: report the CPU page table of [start, end) as device
  * `owner` would see it, faulting nothing. Per page: ERROR outside any VMA or in a PROT_NONE VMA;
- * 0 for none, migration and device-exclusive entries; VALID (+WRITE, DIRTY, ZERO, order 9 under
- * a huge PMD) for present pages; VALID|DEVICE_PRIVATE for the owner's own device-private pages;
- * REMOTE_PRIVATE (not VALID) for another device's.
+ * 0 for none and migration entries; VALID (+WRITE, DIRTY, ZERO, order 9 under a huge PMD) for
+ * present pages; VALID|DEVICE_PRIVATE for the owner's own device-private pages; REMOTE_PRIVATE
+ * (not VALID) for another device's; EXCLUSIVE with the frame (not VALID) for an entry exclusive
+ * to the owner, 0 for one exclusive to another device.
  */
 export function snapshotRange(mm: Mm, owner: number, start: number, end: number): RangeSnapshot {
   checkRange("snapshot", start, end);
@@ -77,6 +82,11 @@ export function snapshotRange(mm: Mm, owner: number, start: number, end: number)
             pfns[i0 + i] = pt.ptePfn[base + i];
             flags[i0 + i] = hmmFlagsOfDevicePrivate(f);
           } else flags[i0 + i] = HMM_PFN_REMOTE_PRIVATE;
+        } else if (kind === ENTRY_DEVICE_EXCLUSIVE && entryOwner(f) === owner) {
+          // Not VALID (hmm_range_fault would fault it to report it), but described, so that a
+          // coherence check can match the caller's exclusive translation to it.
+          pfns[i0 + i] = pt.ptePfn[base + i];
+          flags[i0 + i] = HMM_PFN_EXCLUSIVE | (f & ENTRY_WRITE ? HMM_PFN_WRITE : 0);
         }
       }
     }

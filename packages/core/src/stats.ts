@@ -8,8 +8,8 @@ export class DeviceStats {
   pagesMirrored = 0;
   /** Per-PTE callbacks made. */
   pteCallbacks = 0;
-  /** Huge (whole PMD) callbacks made. */
-  hugeCallbacks = 0;
+  /** mirrorPmd (whole PMD) callbacks made. */
+  pmdCallbacks = 0;
   /** Array callbacks made. */
   arrayCallbacks = 0;
   /** CPU page faults the core ran on the device's behalf (handle_mm_fault with FAULT_FLAG_REMOTE). */
@@ -18,7 +18,14 @@ export class DeviceStats {
   cpuFaultsOnDevicePages = 0;
   /** invalidate callbacks delivered to the driver. */
   invalidations = 0;
-  /** Pages covered by those callbacks. */
+  /**
+   * Pages those callbacks may have dropped, counted without trusting the driver: pages of the
+   * invalidated range inside the 2 MiB regions the core reported to this device in that address
+   * space, mapped by the CPU page table when the invalidation began (present pages, and this
+   * device's device-private and device-exclusive entries). Not the range's size: a process exit
+   * (RELEASE over all of user space) or a fork (PROTECTION_PAGE over every VMA) counts what the
+   * device could hold there, not 2^35 pages. The cost model charges `invalidatePageNs` per page.
+   */
   invalidatedPages = 0;
   /** Pages migrated to device memory. */
   migratedToDevice = 0;

@@ -141,7 +141,11 @@ describe("device write faults on copy-on-write pages", () => {
         parent.write(a, data);
         if (thp) expect(cpuEntry(parent.mm, a)!.huge).toBe(true);
         if (migrate)
-          expect(core.migrateToDevice(dev, parent, a, a + size)).toEqual({ selected: n, migrated: n });
+          expect(core.migrateToDevice(dev, parent, a, a + size)).toEqual({
+            selected: n,
+            migrated: n,
+            allocFailed: 0,
+          });
         const child = parent.fork();
         // The child checks its copy (a CPU read: device pages come home for both processes).
         expectBytes(child.read(a, size), data, "child before");

@@ -70,6 +70,8 @@ export abstract class MirrorFakeBase implements HmmDriver {
   readonly invalidations: InvalidateCall[] = [];
   readonly copiesToDevice: CopyCall[] = [];
   readonly copiesFromDevice: CopyCall[] = [];
+  /** mm ids the core unbound the device from, in order. */
+  readonly unbound: number[] = [];
   released = 0;
 
   constructor(
@@ -139,6 +141,12 @@ export abstract class MirrorFakeBase implements HmmDriver {
     this.ctx.dma.deviceToSystem(dpfn, spfn);
   }
 
+  /** The mirror of `mmId` is closed (dmirror_fops_release destroys its xarray). */
+  unbind(mmId: number): void {
+    this.unbound.push(mmId);
+    this.mirror.delete(mmId);
+  }
+
   release(): void {
     this.released++;
   }
@@ -153,6 +161,7 @@ export abstract class MirrorFakeBase implements HmmDriver {
           order: 0,
           writable: (e.flags & HMM_PFN_WRITE) !== 0,
           devicePrivate: (e.flags & HMM_PFN_DEVICE_PRIVATE) !== 0,
+          exclusive: (e.flags & HMM_PFN_EXCLUSIVE) !== 0,
         };
       }
     }

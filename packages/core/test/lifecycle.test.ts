@@ -8,6 +8,7 @@ import {
   expectBytes,
   expectErrno,
   expectNoLeaks,
+  MiB,
   makeSystem,
   mmapPrivate,
   randomBytes,
@@ -79,10 +80,16 @@ describe("device removal", () => {
       const m = core.migrateToDeviceSteps(dev, p, a, a + n * PAGE);
       let step = m.next();
       while (step.value !== window) step = m.next();
-      core.removeDevice(dev);
+      const removed = core.removeDevice(dev);
+      expect(removed.framesInUse).toBe(window === "migrate:copied" ? n : 0);
       expect(drv.released).toBe(1);
       drv.clearRecords();
       expectErrno(() => runSteps(m), "ENODEV");
+      // The pagemap stays registered while the migration holds frames, and goes once they are freed.
+      if (window === "migrate:copied") expect(core.deviceByOwner(dev.ownerId)).toBe(dev);
+      core.reap();
+      expect(core.deviceByOwner(dev.ownerId)).toBeUndefined();
+      expect(() => machine.devicePagemap(dev.ownerId)).toThrow(MmError);
       // Nothing reached the released driver; every page is back where it was.
       expect(drv.mirrorCalls).toEqual([]);
       if (window === "migrate:collected") expect(drv.copiesToDevice).toEqual([]);
@@ -97,6 +104,33 @@ describe("device removal", () => {
       expectNoLeaks(sys, [dev]);
     });
   }
+
+  it("removing a device whose pages cannot come home for lack of system memory is EBUSY and leaves it attached", () => {
+    const sys = makeSystem({ memoryBytes: 4 * MiB });
+    const { core, machine } = sys;
+    const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0");
+    const p = machine.createProcess();
+    const n = 8;
+    const a = mmapPrivate(p, n * PAGE);
+    const data = randomBytes(n * PAGE, 104);
+    p.write(a, data);
+    expect(core.migrateToDevice(dev, p, a, a + n * PAGE).migrated).toBe(n);
+    // Fill system memory to the last frame.
+    const fill = mmapPrivate(p, machine.pool.freeFrames * PAGE);
+    let filled = 0;
+    while (machine.pool.freeFrames > 0) p.write(fill + filled++ * PAGE, new Uint8Array([1]));
+    const e = expectErrno(() => core.removeDevice(dev), "EBUSY");
+    expect(e.message).toContain(`${n} of its pages could not be brought home`);
+    expect(dev.state).toBe("active");
+    expect(core.device("gpu0")).toBe(dev);
+    expect(drv.released).toBe(0);
+    expect(dev.memory.used).toBe(n);
+    p.mm.munmap(fill, filled * PAGE);
+    expect(core.removeDevice(dev)).toEqual({ framesInUse: 0 });
+    expect(dev.state).toBe("removed");
+    expectBytes(p.read(a, n * PAGE), data);
+    expect(core.deviceByOwner(dev.ownerId)).toBeUndefined();
+  });
 
   it("a device removed while a device fault is between walk and commit fails that fault with ENODEV", () => {
     const { core, machine } = makeSystem();
@@ -224,5 +258,53 @@ describe("device memory", () => {
     const again = mem.alloc();
     mem.noteInstalled(again, 1, 0);
     expect(mem.oldestInUse(8)).toEqual([f[3], f[4], again]);
+  });
+});
+
+describe("unbinding a device from an address space", () => {
+  it("unbind removes the device's notifier and tells the driver; its pages stay on the device and come home on CPU fault", () => {
+    const sys = makeSystem();
+    const { core, machine } = sys;
+    const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0");
+    const p = machine.createProcess();
+    const n = 8;
+    const a = mmapPrivate(p, n * PAGE);
+    const data = randomBytes(n * PAGE, 105);
+    p.write(a, data);
+    expect(core.migrateToDevice(dev, p, a, a + n * PAGE).migrated).toBe(n);
+    const notifiers = p.mm.notifiers.size;
+    core.unbind(dev, p);
+    expect(drv.unbound).toEqual([p.mm.id]);
+    expect(drv.mirrored(p.mm.id)).toBe(0);
+    expect(p.mm.notifiers.size).toBe(notifiers - 1);
+    expect(dev.bindings.has(p.mm.id)).toBe(false);
+    expect(dev.memory.used).toBe(n);
+    drv.clearRecords();
+    // No invalidation reaches the unbound driver; the CPU still gets its data back through it.
+    expectBytes(p.read(a, n * PAGE), data);
+    expect(drv.invalidations).toEqual([]);
+    expect(drv.copiesFromDevice).toHaveLength(n);
+    expect(dev.memory.used).toBe(0);
+    core.unbind(dev, p);
+    expect(drv.unbound).toEqual([p.mm.id]);
+    // A later fault binds it again.
+    core.deviceFault(dev, p, a, a + n * PAGE, false);
+    expect(dev.bindings.has(p.mm.id)).toBe(true);
+    p.mm.munmap(a, n * PAGE);
+    expect(drv.invalidations.some((v) => v.event === MmuNotifyEvent.UNMAP)).toBe(true);
+    p.exit();
+    expectNoLeaks(sys, [dev]);
+  });
+
+  it("core.mmById finds a live address space by the id callbacks carry, and device.driver is the driver instance", () => {
+    const { core, machine } = makeSystem();
+    const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0");
+    const p = machine.createProcess();
+    const c = p.fork();
+    expect(core.mmById(p.mm.id)).toBe(p.mm);
+    expect(core.mmById(c.mm.id)).toBe(c.mm);
+    expect(dev.driver).toBe(drv);
+    c.exit();
+    expect(core.mmById(c.mm.id)).toBeUndefined();
   });
 });

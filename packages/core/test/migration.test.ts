@@ -64,7 +64,11 @@ describe("migration to device memory and back", () => {
     const data = randomBytes(n * PAGE, 41);
     p.write(a, data);
     const src = Array.from({ length: n }, (_, i) => cpuEntry(p.mm, a + i * PAGE)!.pfn);
-    expect(core.migrateToDevice(dev, p, a, a + n * PAGE)).toEqual({ selected: n, migrated: n });
+    expect(core.migrateToDevice(dev, p, a, a + n * PAGE)).toEqual({
+      selected: n,
+      migrated: n,
+      allocFailed: 0,
+    });
     expect(drv.copiesToDevice.map((c) => c.spfn)).toEqual(src);
     expectOnDevice(p, a, n, dev.ownerId);
     expect(dev.memory.used).toBe(n);
@@ -103,7 +107,7 @@ describe("migration to device memory and back", () => {
     p.write(a, data);
     core.migrateToDevice(dev, p, a, a + n * PAGE);
     const faults = sys.machine.stats.faults;
-    expect(core.migrateToRam(dev, p, a, a + n * PAGE)).toEqual({ selected: n, migrated: n });
+    expect(core.migrateToRam(dev, p, a, a + n * PAGE)).toEqual({ selected: n, migrated: n, allocFailed: 0 });
     expect(sys.machine.stats.faults).toBe(faults);
     expect(dev.stats.cpuFaultsOnDevicePages).toBe(0);
     expect(drv.copiesFromDevice.map((c) => c.va)).toEqual(Array.from({ length: n }, (_, i) => a + i * PAGE));
@@ -112,7 +116,7 @@ describe("migration to device memory and back", () => {
     for (let i = 0; i < n; i++) expect(cpuEntry(p.mm, a + i * PAGE)!.kind).toBe(ENTRY_PRESENT);
     expectBytes(p.read(a, n * PAGE), data);
     // Nothing left on the device: a second call moves nothing.
-    expect(core.migrateToRam(dev, p, a, a + n * PAGE)).toEqual({ selected: 0, migrated: 0 });
+    expect(core.migrateToRam(dev, p, a, a + n * PAGE)).toEqual({ selected: 0, migrated: 0, allocFailed: 0 });
     p.exit();
     expectNoLeaks(sys, [dev]);
   });
@@ -127,7 +131,11 @@ describe("migration to device memory and back", () => {
     expectBytes(p.read(a, (n / 2) * PAGE), data.subarray(0, (n / 2) * PAGE));
     expect(dev.memory.used).toBe(n / 2);
     // Only the pages in system memory are selected; those already on this device stay.
-    expect(core.migrateToDevice(dev, p, a, a + n * PAGE)).toEqual({ selected: n / 2, migrated: n / 2 });
+    expect(core.migrateToDevice(dev, p, a, a + n * PAGE)).toEqual({
+      selected: n / 2,
+      migrated: n / 2,
+      allocFailed: 0,
+    });
     expectOnDevice(p, a, n, dev.ownerId);
     const prot = core.snapshotProt(dev, p, a, a + n * PAGE);
     expect(prot.every((b) => b === (HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | HMM_DMIRROR_PROT_WRITE))).toBe(true);
@@ -146,7 +154,11 @@ describe("migration to device memory and back", () => {
     p.read(a + 4 * PAGE, 4 * PAGE); // pages 4-7: the zero page; 0-3 stay none
     const data = randomBytes(4 * PAGE, 45);
     p.write(a + 8 * PAGE, data);
-    expect(core.migrateToDevice(dev, p, a, a + 12 * PAGE)).toEqual({ selected: 12, migrated: 12 });
+    expect(core.migrateToDevice(dev, p, a, a + 12 * PAGE)).toEqual({
+      selected: 12,
+      migrated: 12,
+      allocFailed: 0,
+    });
     expect(drv.copiesToDevice.slice(0, 8).every((c) => c.spfn === -1)).toBe(true);
     expect(drv.copiesToDevice.slice(8).every((c) => c.spfn > 0)).toBe(true);
     expect(dev.stats.zeroFilledToDevice).toBe(8);
@@ -169,7 +181,11 @@ describe("migration to device memory and back", () => {
         expect(cpuEntry(p.mm, a)!.huge).toBe(true);
       }
       drv.clearRecords();
-      expect(core.migrateToDevice(dev, p, a, a + HPAGE_PMD_SIZE)).toEqual({ selected: 512, migrated: 512 });
+      expect(core.migrateToDevice(dev, p, a, a + HPAGE_PMD_SIZE)).toEqual({
+        selected: 512,
+        migrated: 512,
+        allocFailed: 0,
+      });
       expect(drv.copiesToDevice.every((c) => c.spfn === -1)).toBe(true);
       const prot = core.snapshotProt(dev, p, a, a + HPAGE_PMD_SIZE);
       // Read-only VMA: the device entries are read-only.
@@ -221,7 +237,11 @@ describe("migration to device memory and back", () => {
     const a = p.mm.mmap({ length: 2 * n * PAGE, prot: RW, flags: SHARED });
     const data = randomBytes(n * PAGE, 47);
     p.write(a, data); // first half populated, second half untouched
-    expect(core.migrateToDevice(dev, p, a, a + 2 * n * PAGE)).toEqual({ selected: 0, migrated: 0 });
+    expect(core.migrateToDevice(dev, p, a, a + 2 * n * PAGE)).toEqual({
+      selected: 0,
+      migrated: 0,
+      allocFailed: 0,
+    });
     expect(drv.copiesToDevice).toEqual([]);
     expect(dev.memory.used).toBe(0);
     expect(cpuEntry(p.mm, a)!.kind).toBe(ENTRY_PRESENT);
@@ -245,12 +265,20 @@ describe("migration to device memory and back", () => {
     p.write(a + 3 * PAGE, data);
     p.mm.mprotect(a + 3 * PAGE, PAGE, PROT_READ);
     expect(d1.copiesToDevice).toEqual([]);
-    expect(core.migrateToDevice(gpu1, p, a + 2 * PAGE, a + 6 * PAGE)).toEqual({ selected: 4, migrated: 4 });
+    expect(core.migrateToDevice(gpu1, p, a + 2 * PAGE, a + 6 * PAGE)).toEqual({
+      selected: 4,
+      migrated: 4,
+      allocFailed: 0,
+    });
     expectOnDevice(p, a + 2 * PAGE, 4, gpu1.ownerId);
     // Read-only pages stay read-only on the device; writable ones stay writable.
     expect(cpuEntry(p.mm, a + 3 * PAGE)!.flags & ENTRY_WRITE).toBe(0);
     expect(cpuEntry(p.mm, a + 4 * PAGE)!.flags & ENTRY_WRITE).toBe(ENTRY_WRITE);
-    expect(core.migrateToDevice(gpu0, p, a + 5 * PAGE, a + 6 * PAGE)).toEqual({ selected: 0, migrated: 0 });
+    expect(core.migrateToDevice(gpu0, p, a + 5 * PAGE, a + 6 * PAGE)).toEqual({
+      selected: 0,
+      migrated: 0,
+      allocFailed: 0,
+    });
     expect(entryOwner(cpuEntry(p.mm, a + 5 * PAGE)!.flags)).toBe(gpu1.ownerId);
     expect(gpu0.memory.used).toBe(0);
     expect(core.snapshotProt(gpu0, p, a + 5 * PAGE, a + 6 * PAGE)[0]).toBe(HMM_DMIRROR_PROT_NONE);
@@ -397,7 +425,11 @@ describe("eviction under device memory pressure", () => {
     const a = mmapPrivate(p, 8 * PAGE);
     const data = randomBytes(8 * PAGE, 53);
     p.write(a, data);
-    expect(sys.core.migrateToDevice(dev, p, a, a + 8 * PAGE)).toEqual({ selected: 8, migrated: 4 });
+    expect(sys.core.migrateToDevice(dev, p, a, a + 8 * PAGE)).toEqual({
+      selected: 8,
+      migrated: 4,
+      allocFailed: 4,
+    });
     expect(dev.stats.evictions).toBe(0);
     expectOnDevice(p, a, 4, dev.ownerId);
     for (let i = 4; i < 8; i++) expect(cpuEntry(p.mm, a + i * PAGE)!.kind).toBe(ENTRY_PRESENT);
@@ -449,5 +481,64 @@ describe("drivers that skip their own MIGRATE invalidations (as lib/test_hmm.c d
     const stale = core.translations(dev).filter((t) => t.devicePrivate);
     expect(stale).toHaveLength(1);
     expect(cpuEntry(p.mm, a)!.kind).toBe(ENTRY_PRESENT);
+  });
+});
+
+describe("injected allocation failures (HMM_DMIRROR_FLAG_FAIL_ALLOC)", () => {
+  it("failNextAlloc makes one device-frame allocation of the next migration fail: that page stays, then the flag is clear", () => {
+    const { core, dev, p } = setup();
+    const n = 8;
+    const a = mmapPrivate(p, n * PAGE);
+    const data = randomBytes(n * PAGE, 55);
+    p.write(a, data);
+    dev.failNextAlloc();
+    expect(core.migrateToDevice(dev, p, a, a + n * PAGE)).toEqual({
+      selected: n,
+      migrated: n - 1,
+      allocFailed: 1,
+    });
+    expect(cpuEntry(p.mm, a)!.kind).toBe(ENTRY_PRESENT);
+    expectOnDevice(p, a + PAGE, n - 1, dev.ownerId);
+    expect(core.migrateToDevice(dev, p, a, a + n * PAGE)).toEqual({
+      selected: 1,
+      migrated: 1,
+      allocFailed: 0,
+    });
+    expectOnDevice(p, a, n, dev.ownerId);
+    expectBytes(p.read(a, n * PAGE), data);
+  });
+
+  it("failNextAlloc before migrateToRam leaves one page on the device; a CPU read brings it home", () => {
+    const { core, dev, p } = setup();
+    const n = 4;
+    const a = mmapPrivate(p, n * PAGE);
+    const data = randomBytes(n * PAGE, 56);
+    p.write(a, data);
+    core.migrateToDevice(dev, p, a, a + n * PAGE);
+    dev.failNextAlloc();
+    expect(core.migrateToRam(dev, p, a, a + n * PAGE)).toEqual({
+      selected: n,
+      migrated: n - 1,
+      allocFailed: 1,
+    });
+    expectOnDevice(p, a, 1, dev.ownerId);
+    expectBytes(p.read(a, n * PAGE), data);
+    expect(dev.memory.used).toBe(0);
+    expectErrno(() => dev.failNextAlloc(-1), "EINVAL");
+  });
+
+  it("an injected failure is not taken by eviction: with evictOnPressure the page still stays in system memory", () => {
+    const sys = makeSystem();
+    const { dev } = addFake(sys.core, "gpu0", undefined, { memoryPages: 2 });
+    const p = sys.machine.createProcess();
+    const a = mmapPrivate(p, 2 * PAGE);
+    p.write(a, randomBytes(2 * PAGE, 57));
+    dev.failNextAlloc();
+    expect(sys.core.migrateToDevice(dev, p, a, a + 2 * PAGE)).toEqual({
+      selected: 2,
+      migrated: 1,
+      allocFailed: 1,
+    });
+    expect(dev.stats.evictions).toBe(0);
   });
 });

@@ -1,4 +1,4 @@
-import { ENTRY_MIGRATION, HPAGE_PMD_SIZE, PROT_NONE, PROT_READ } from "@hmmkit/mm";
+import { ENTRY_MIGRATION, ENTRY_ZERO, HPAGE_PMD_SIZE, PROT_NONE, PROT_READ } from "@hmmkit/mm";
 import { describe, expect, it } from "vitest";
 import {
   describeHmmFlags,
@@ -97,6 +97,53 @@ describe("snapshots (hmm_range_fault without faulting)", () => {
     expect(Array.from(part)).toEqual(Array(2).fill(HMM_DMIRROR_PROT_READ | HMM_DMIRROR_PROT_PMD));
   });
 
+  it("hmm-tests migrate_anon_huge_zero: the huge zero page snapshots as READ|PMD (0x05), as dmirror_mkentry's is_zero_pfn is false for it", () => {
+    const { core, machine } = makeSystem({ zeroPage: true });
+    const { dev } = addFake(core, "gpu0");
+    const p = machine.createProcess();
+    const a = mmapHuge(p, 1);
+    p.mm.mprotect(a, HPAGE_PMD_SIZE, PROT_READ);
+    p.read(a, 4);
+    const e = cpuEntry(p.mm, a)!;
+    expect(e.huge && (e.flags & ENTRY_ZERO) !== 0).toBe(true);
+    const s = core.snapshot(dev, p, a, a + HPAGE_PMD_SIZE);
+    expect(s.flags[0] & HMM_PFN_ZERO).toBe(HMM_PFN_ZERO);
+    const prot = core.snapshotProt(dev, p, a, a + HPAGE_PMD_SIZE);
+    expect(prot[0]).toBe(0x05);
+    expect(prot.every((b) => b === (HMM_DMIRROR_PROT_READ | HMM_DMIRROR_PROT_PMD))).toBe(true);
+    // The 4 KiB zero page keeps ZERO|READ (0x11).
+    const b = mmapPrivate(p, PAGE, PROT_READ);
+    p.read(b, 4);
+    expect(core.snapshotProt(dev, p, b, b + PAGE)[0]).toBe(HMM_DMIRROR_PROT_ZERO | HMM_DMIRROR_PROT_READ);
+  });
+
+  it("a snapshot describes this device's exclusive entries with EXCLUSIVE and the frame, so exclusive translations match it", () => {
+    const { core, machine } = makeSystem();
+    const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0");
+    const { dev: other } = addFake(core, "gpu1");
+    const p = machine.createProcess();
+    const n = 4;
+    const a = mmapPrivate(p, n * PAGE);
+    p.write(a, randomBytes(n * PAGE, 64));
+    expect(core.makeExclusive(dev, p, a, a + n * PAGE)).toBe(n);
+    const s = core.snapshot(dev, p, a, a + n * PAGE);
+    const ts = core.translations(dev);
+    expect(ts.length).toBe(n);
+    for (const t of ts) {
+      expect(t.exclusive).toBe(true);
+      const i = (t.va - a) / PAGE;
+      expect(s.pfns[i]).toBe(t.pfn);
+      expect(s.flags[i] & (HMM_PFN_EXCLUSIVE | HMM_PFN_VALID)).toBe(HMM_PFN_EXCLUSIVE);
+    }
+    // The dmirror byte is NONE (not valid), and another device sees nothing.
+    expect(Array.from(core.snapshotProt(dev, p, a, a + n * PAGE))).toEqual(
+      Array(n).fill(HMM_DMIRROR_PROT_NONE),
+    );
+    const o = core.snapshot(other, p, a, a + n * PAGE);
+    expect(Array.from(o.flags)).toEqual(Array(n).fill(0));
+    expect(drv.exclusiveEntries()).toBe(n);
+  });
+
   it("a page under migration snapshots as not valid (0), without waiting or faulting", () => {
     const { core, machine } = makeSystem();
     const { dev } = addFake(core, "gpu0");
@@ -132,6 +179,10 @@ describe("flag helpers", () => {
     expect(hmmFlagsToProt(HMM_PFN_VALID | HMM_PFN_WRITE | order9)).toBe(
       HMM_DMIRROR_PROT_WRITE | HMM_DMIRROR_PROT_PMD,
     );
+    expect(hmmFlagsToProt(HMM_PFN_VALID | HMM_PFN_ZERO | order9)).toBe(
+      HMM_DMIRROR_PROT_READ | HMM_DMIRROR_PROT_PMD,
+    );
+    expect(hmmFlagsToProt(HMM_PFN_EXCLUSIVE | HMM_PFN_WRITE)).toBe(HMM_DMIRROR_PROT_NONE);
     expect(hmmPfnToMapOrder(order9 | HMM_PFN_VALID)).toBe(9);
     expect(hmmPfnToMapOrder(HMM_PFN_VALID | HMM_PFN_WRITE | HMM_PFN_EXCLUSIVE)).toBe(0);
   });

@@ -2,7 +2,7 @@ import { HPAGE_PMD_SIZE, MmError } from "@hmmkit/mm";
 import { describe, expect, it } from "vitest";
 import { CostModel, DeviceStats, H100_UVM_PROFILE, HmmStats } from "../src/index.js";
 import { ArrayFakeDriver, PAGE, type RecordingFakeDriver } from "./fakes.js";
-import { addFake, makeSystem, mmapHuge, mmapPrivate, randomBytes, thrown } from "./helpers.js";
+import { addFake, MiB, makeSystem, mmapHuge, mmapPrivate, randomBytes, thrown } from "./helpers.js";
 
 describe("per-device statistics", () => {
   it("each device counts its own faults, callbacks, CPU faults, migrations and snapshots", () => {
@@ -23,7 +23,7 @@ describe("per-device statistics", () => {
       faultChunks: 1,
       pagesMirrored: 16,
       pteCallbacks: 16,
-      hugeCallbacks: 0,
+      pmdCallbacks: 0,
       arrayCallbacks: 0,
       cpuFaultsForDevice: 16,
       retries: 0,
@@ -40,7 +40,7 @@ describe("per-device statistics", () => {
     const h = mmapHuge(p, 1);
     p.write(h, new Uint8Array([1]));
     core.deviceFault(gpu0, p, h, h + PAGE, false);
-    expect(gpu0.stats.hugeCallbacks).toBe(1);
+    expect(gpu0.stats.pmdCallbacks).toBe(1);
     expect(gpu0.stats.pagesMirrored).toBe(16 + 512);
     // Migration: 8 written pages and 8 zero pages go over; 4 come back on CPU faults.
     const b = mmapPrivate(p, 16 * PAGE);
@@ -60,9 +60,10 @@ describe("per-device statistics", () => {
     });
     // An munmap is one invalidation of the range for every device bound to the address space.
     const inv = gpu1.stats.invalidations;
+    const pages = gpu1.stats.invalidatedPages;
     p.mm.munmap(a, 16 * PAGE);
     expect(gpu1.stats.invalidations).toBe(inv + 1);
-    expect(gpu1.stats.invalidatedPages).toBeGreaterThanOrEqual(16);
+    expect(gpu1.stats.invalidatedPages - pages).toBe(16);
     // Stats live in the core's HmmStats by device name.
     expect(stats.device("gpu0")).toBe(gpu0.stats);
     expect(stats.devices.size).toBe(2);
@@ -115,7 +116,7 @@ describe("cost model", () => {
     s.bytesToRam = PAGE * k;
     s.invalidatedPages = 10 * k;
     s.pteCallbacks = 16 * k;
-    s.hugeCallbacks = k;
+    s.pmdCallbacks = k;
     s.arrayCallbacks = 2 * k;
     return s;
   }
@@ -194,5 +195,57 @@ describe("cost model", () => {
     expect(t2.terms.faultService).toBe(2 * t1.terms.faultService);
     expect(t2.terms.pageMap).toBe(2 * t1.terms.pageMap);
     expect(t2.terms.callbacks).toBe(128);
+  });
+});
+
+describe("invalidated page counts", () => {
+  it("a process exit (RELEASE over all of user space) counts the pages the device could hold, not 2^35", () => {
+    const { core, machine, cost } = makeSystem();
+    const { dev } = addFake<RecordingFakeDriver>(core, "gpu0");
+    const { dev: other } = addFake<RecordingFakeDriver>(core, "gpu1");
+    const p = machine.createProcess();
+    const a = mmapPrivate(p, 64 * PAGE);
+    p.write(a, new Uint8Array(64 * PAGE).fill(3));
+    core.deviceFault(dev, p, a, a + 16 * PAGE, false);
+    core.deviceFault(other, p, a, a + PAGE, false);
+    const before = dev.stats.invalidatedPages;
+    p.exit();
+    // All 64 pages are in the one 2 MiB region reported to gpu0 and mapped when RELEASE began.
+    expect(dev.stats.invalidatedPages - before).toBe(64);
+    expect(other.stats.invalidatedPages).toBe(64);
+    expect(cost.estimate(dev.stats).terms.invalidate).toBeLessThan(1e6);
+  });
+
+  it("pages outside the regions reported to the device, or no longer mapped, are not counted", () => {
+    const { core, machine } = makeSystem();
+    const { dev } = addFake<RecordingFakeDriver>(core, "gpu0");
+    const p = machine.createProcess();
+    const raw = mmapPrivate(p, 6 * MiB);
+    const base = raw + ((HPAGE_PMD_SIZE - (raw % HPAGE_PMD_SIZE)) % HPAGE_PMD_SIZE);
+    p.write(base, new Uint8Array(8 * PAGE).fill(1));
+    p.write(base + HPAGE_PMD_SIZE, new Uint8Array(8 * PAGE).fill(2));
+    core.deviceFault(dev, p, base, base + 4 * PAGE, false);
+    // PROTECTION_PAGE over the whole address space at fork: only the reported region counts.
+    p.fork();
+    expect(dev.stats.invalidatedPages).toBe(8);
+    // An munmap of never-populated memory in the reported region counts nothing.
+    const n = dev.stats.invalidatedPages;
+    p.mm.munmap(base + 100 * PAGE, 10 * PAGE);
+    expect(dev.stats.invalidatedPages).toBe(n);
+  });
+});
+
+describe("snapshots and stats", () => {
+  it("a snapshot counts as a snapshot only: no device fault, chunk, CPU fault or mirrored page", () => {
+    const { core, machine } = makeSystem();
+    const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0");
+    const p = machine.createProcess();
+    const a = mmapPrivate(p, 16 * PAGE);
+    p.write(a, randomBytes(8 * PAGE, 92));
+    const before = dev.stats.snapshot();
+    core.snapshot(dev, p, a, a + 16 * PAGE);
+    core.snapshotProt(dev, p, a, a + 16 * PAGE);
+    expect(dev.stats.snapshot()).toEqual({ ...before, snapshots: 2 });
+    expect(drv.mirrorCalls).toEqual([]);
   });
 });

@@ -1,6 +1,13 @@
-import { HPAGE_PMD_SIZE, ZERO_PFN } from "@hmmkit/mm";
+import { HPAGE_PMD_SIZE, MADV_DONTNEED, PROT_READ, ZERO_PFN } from "@hmmkit/mm";
 import { describe, expect, it } from "vitest";
-import { HMM_PFN_VALID, HMM_PFN_WRITE, HMM_PFN_ZERO, HmmError, hmmPfnToMapOrder } from "../src/index.js";
+import {
+  HMM_PFN_VALID,
+  HMM_PFN_WRITE,
+  HMM_PFN_ZERO,
+  HmmError,
+  hmmPfnToMapOrder,
+  MmuNotifyEvent,
+} from "../src/index.js";
 import {
   ArrayFakeDriver,
   DualFormFakeDriver,
@@ -52,7 +59,7 @@ describe("huge PMDs reach the driver once per PMD", () => {
     }
     expectBytes(drv.deviceRead(p.mm.id, base, PAGE), data.subarray(0, PAGE));
     expectBytes(drv.deviceRead(p.mm.id, base + HPAGE_PMD_SIZE, PAGE), data.subarray(PAGE));
-    expect(dev.stats.hugeCallbacks).toBe(2);
+    expect(dev.stats.pmdCallbacks).toBe(2);
     expect(dev.stats.pteCallbacks).toBe(0);
   });
 
@@ -85,7 +92,7 @@ describe("huge PMDs reach the driver once per PMD", () => {
     const { core, p } = thpSystem();
     const { dev, drv } = addFake(core, "gpu0", PteOnlyFakeDriver);
     expect(dev.callbackMode).toBe("per-pte");
-    expect(dev.usesHugeCallback).toBe(false);
+    expect(dev.usesPmdCallback).toBe(false);
     const base = mmapHuge(p, 1);
     p.write(base, new Uint8Array([1]));
     const head = cpuEntry(p.mm, base)!.pfn;
@@ -99,10 +106,10 @@ describe("huge PMDs reach the driver once per PMD", () => {
     });
   });
 
-  it("hugeCallback: false sends a driver that has mirrorPmd 512 per-PTE calls instead", () => {
+  it("pmdCallback: false sends a driver that has mirrorPmd 512 per-PTE calls instead", () => {
     const { core, p } = thpSystem();
-    const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0", undefined, { hugeCallback: false });
-    expect(dev.usesHugeCallback).toBe(false);
+    const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0", undefined, { pmdCallback: false });
+    expect(dev.usesPmdCallback).toBe(false);
     const base = mmapHuge(p, 1);
     p.write(base, new Uint8Array([1]));
     core.deviceFault(dev, p, base, base + PAGE, false);
@@ -145,7 +152,7 @@ describe("callback form selection", () => {
   it("Device.callbackMode reports per-PTE when the driver has it and the array form otherwise", () => {
     const { core } = makeSystem();
     expect(addFake(core, "a").dev.callbackMode).toBe("per-pte");
-    expect(addFake(core, "a-huge").dev.usesHugeCallback).toBe(true);
+    expect(addFake(core, "a-huge").dev.usesPmdCallback).toBe(true);
     expect(addFake(core, "b", PteOnlyFakeDriver).dev.callbackMode).toBe("per-pte");
     expect(addFake(core, "c", ArrayFakeDriver).dev.callbackMode).toBe("array");
     expect(addFake(core, "d", DualFormFakeDriver).dev.callbackMode).toBe("per-pte");
@@ -194,4 +201,44 @@ describe("callback form selection", () => {
     core.deviceFault(dev, p, a, a + PAGE, true);
     expect(drv.mirrored(p.mm.id)).toBe(1);
   });
+});
+
+describe("the order of invalidations around a THP split (as contract.ts documents it)", () => {
+  const CLEAR = MmuNotifyEvent.CLEAR;
+  for (const op of ["dontneed", "migrate", "mprotect", "munmap"] as const) {
+    it(`${op} of part of a THP: ${op === "dontneed" || op === "migrate" ? "the partial range first, then the whole-PMD CLEAR" : "the whole-PMD CLEAR first, then the partial range"}`, () => {
+      const { core, p } = thpSystem();
+      const { dev, drv } = addFake<RecordingFakeDriver>(core, "gpu0");
+      const base = mmapHuge(p, 1);
+      p.write(base, randomBytes(PAGE, 29));
+      core.deviceFault(dev, p, base, base + PAGE, false);
+      expect(cpuEntry(p.mm, base)!.huge).toBe(true);
+      drv.clearRecords();
+      const s = base + 16 * PAGE;
+      const e = base + 32 * PAGE;
+      const run = {
+        dontneed: () => p.mm.madvise(s, e - s, MADV_DONTNEED),
+        migrate: () => core.migrateToDevice(dev, p, s, e),
+        mprotect: () => p.mm.mprotect(s, e - s, PROT_READ),
+        munmap: () => p.mm.munmap(s, e - s),
+      };
+      const events = {
+        dontneed: CLEAR,
+        migrate: MmuNotifyEvent.MIGRATE,
+        mprotect: MmuNotifyEvent.PROTECTION_VMA,
+        munmap: MmuNotifyEvent.UNMAP,
+      };
+      run[op]();
+      const event = events[op];
+      const seen = drv.invalidations.map((v) => [v.event, v.start - base, v.end - base]);
+      const partial = [event, 16 * PAGE, 32 * PAGE];
+      const whole = [CLEAR, 0, HPAGE_PMD_SIZE];
+      const i = seen.findIndex((v) => v.join() === partial.join());
+      const j = seen.findIndex((v) => v.join() === whole.join());
+      expect(i).toBeGreaterThanOrEqual(0);
+      expect(j).toBeGreaterThanOrEqual(0);
+      if (op === "dontneed" || op === "migrate") expect(i).toBeLessThan(j);
+      else expect(j).toBeLessThan(i);
+    });
+  }
 });
