@@ -55,7 +55,11 @@ function migratedUntouched(pages: number) {
     prot: PROT_READ | PROT_WRITE,
     flags: MAP_PRIVATE | MAP_ANONYMOUS,
   });
-  expect(core.migrateToDevice(dev, p, a, a + pages * PAGE)).toEqual({ selected: pages, migrated: pages });
+  expect(core.migrateToDevice(dev, p, a, a + pages * PAGE)).toEqual({
+    selected: pages,
+    migrated: pages,
+    allocFailed: 0,
+  });
   return { core, machine, dev, p, a };
 }
 
