@@ -8,6 +8,7 @@ export * from "./exclusive.js";
 export * from "./fault.js";
 export * from "./frame-pool.js";
 export * from "./machine.js";
+export * from "./machine-config.js";
 export * from "./migrate-device.js";
 export * from "./mm.js";
 export * from "./mman.js";

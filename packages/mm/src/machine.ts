@@ -1,61 +1,12 @@
-import { DEFAULT_MMAP_BASE } from "./constants.js";
-import type { ContentMode } from "./content-store.js";
 import type { DevicePagemapOps } from "./device-pagemap.js";
 import { MmError } from "./errors.js";
 import { FramePool } from "./frame-pool.js";
+import { type MachineConfig, parseMachineConfig } from "./machine-config.js";
 import { Mm } from "./mm.js";
 import { Process } from "./process.js";
 import { MmStats } from "./stats.js";
 
-/** Settings of a simulated machine. Defaults are those of a stock x86-64 Linux. */
-export interface MachineConfig {
-  /** Physical RAM in bytes (whole 2 MiB blocks; block 0 is reserved for the zero pages). */
-  memoryBytes: number;
-  /** How frame contents are kept; see ContentMode. */
-  contentMode: ContentMode;
-  /** /sys/kernel/mm/transparent_hugepage/enabled. */
-  thp: "always" | "madvise" | "never";
-  /**
-   * Whether read faults on anonymous memory map the shared zero page. Linux does; some hosts do
-   * not (a kernel booted with `pvm_no_zero_page=1` allocates a fresh page on every read fault).
-   */
-  zeroPage: boolean;
-  /** /sys/kernel/mm/transparent_hugepage/use_zero_page (only used when `zeroPage` is true). */
-  hugeZeroPage: boolean;
-  /** /sys/kernel/mm/fault_around_bytes: read faults in shared mappings map this window. */
-  faultAroundBytes: number;
-  /** Top of the mmap area (top-down allocation starts below it). */
-  mmapBase: number;
-}
-
-/** The defaults: 512 MiB of RAM, bytes mode, THP on MADV_HUGEPAGE, zero page on. */
-export const DEFAULT_MACHINE_CONFIG: Readonly<MachineConfig> = Object.freeze({
-  memoryBytes: 512 * 1024 * 1024,
-  contentMode: "bytes",
-  thp: "madvise",
-  zeroPage: true,
-  hugeZeroPage: true,
-  faultAroundBytes: 65536,
-  mmapBase: DEFAULT_MMAP_BASE,
-});
-
-function validate(c: MachineConfig): void {
-  const bad = (key: string, why: string) => {
-    throw new MmError("EINVAL", `machine config '${key}': ${why}`, "BAD_CONFIG");
-  };
-  if (c.contentMode !== "bytes" && c.contentMode !== "tag")
-    bad("contentMode", `must be "bytes" or "tag", got ${JSON.stringify(c.contentMode)}`);
-  if (!["always", "madvise", "never"].includes(c.thp))
-    bad("thp", `must be "always", "madvise" or "never", got ${JSON.stringify(c.thp)}`);
-  if (typeof c.zeroPage !== "boolean") bad("zeroPage", "must be a boolean");
-  if (typeof c.hugeZeroPage !== "boolean") bad("hugeZeroPage", "must be a boolean");
-  const fa = c.faultAroundBytes;
-  if (!Number.isInteger(fa) || fa < 4096 || fa > 2 * 1024 * 1024 || (fa & (fa - 1)) !== 0) {
-    bad("faultAroundBytes", `must be a power of two from 4096 to 2 MiB, got ${fa}`);
-  }
-  if (!Number.isSafeInteger(c.mmapBase) || c.mmapBase % (2 * 1024 * 1024) !== 0)
-    bad("mmapBase", "must be 2 MiB aligned");
-}
+export type { MachineConfig } from "./machine-config.js";
 
 /**
  * A simulated machine: physical memory, the processes (address spaces) running on it, the owners
@@ -75,11 +26,10 @@ export class Machine {
   private lastAnonVma = 0;
   private lastShmem = 0;
 
+  /** A machine with `config` over the defaults; an invalid config is a MachineConfigError (BAD_CONFIG). */
   constructor(config: Partial<MachineConfig> = {}) {
-    const c = { ...DEFAULT_MACHINE_CONFIG, ...config };
-    validate(c);
-    this.config = Object.freeze(c);
-    this.pool = new FramePool(c.memoryBytes, c.contentMode);
+    this.config = parseMachineConfig(config);
+    this.pool = new FramePool(this.config.memoryBytes, this.config.contentMode);
   }
 
   /** A new process with an empty address space. */

@@ -12,7 +12,6 @@ import {
   MAP_NORESERVE,
   MAP_PRIVATE,
   MAP_SHARED,
-  MMAP_MIN_ADDR,
   PAGE_SIZE,
   PROT_READ,
   PROT_WRITE,
@@ -174,6 +173,8 @@ export class Mm {
     const len = alignUp(length, PAGE_SIZE);
     // __get_unmapped_area: the length, then a fixed address, is checked against TASK_SIZE.
     if (len > TASK_SIZE) throw new MmError("ENOMEM", `mmap: length ${hex(len)} exceeds the address space`);
+    // do_mmap (Linux 6.18) refuses a new mapping once map_count is above vm.max_map_count.
+    if (this.vmas.size > this.machine.config.maxMapCount) throw this.mapCountError("mmap");
     const fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) !== 0;
     let addr: number;
     if (fixed) {
@@ -188,6 +189,14 @@ export class Mm {
           `mmap: MAP_FIXED address ${hex(addr)} is not page aligned`,
           "BAD_ARGUMENT",
         );
+      // security_mmap_addr (cap_mmap_addr): below vm.mmap_min_addr needs CAP_SYS_RAWIO.
+      if (addr < this.machine.config.mmapMinAddr) {
+        throw new MmError(
+          "EPERM",
+          `mmap: MAP_FIXED address ${hex(addr)} is below vm.mmap_min_addr (${hex(this.machine.config.mmapMinAddr)}; MachineConfig.mmapMinAddr)`,
+          "BELOW_MMAP_MIN_ADDR",
+        );
+      }
     } else {
       addr = this.getUnmappedArea(opts.addr, len);
     }
@@ -239,14 +248,14 @@ export class Mm {
     // (arch_get_unmapped_area_topdown, mmap_address_hint_valid).
     const h0 = hint === undefined || hint < 0 ? 0 : alignDown(hint, PAGE_SIZE);
     if (h0 !== 0) {
-      const h = Math.max(h0, MMAP_MIN_ADDR);
+      const h = Math.max(h0, this.machine.config.mmapMinAddr);
       if (h <= TASK_SIZE - len && !this.vmas.intersects(h, h + len)) return h;
     }
     // Anonymous mappings whose length is a multiple of 2 MiB are placed 2 MiB aligned when THP is
     // enabled (thp_get_unmapped_area): take len + 2 MiB from the highest gap, then align.
     const thpAlign = this.machine.config.thp !== "never" && len % HPAGE_PMD_SIZE === 0;
     const need = thpAlign ? len + HPAGE_PMD_SIZE : len;
-    const top = this.vmas.topDownGap(MMAP_MIN_ADDR, this.machine.config.mmapBase, need);
+    const top = this.vmas.topDownGap(this.machine.config.mmapMinAddr, this.machine.config.mmapBase, need);
     if (top >= 0) {
       const ret = top - need;
       if (!thpAlign) return ret;
@@ -280,6 +289,15 @@ export class Mm {
     const len = alignUp(length, PAGE_SIZE);
     const end = addr + len;
     if (!this.vmas.intersects(addr, end)) return;
+    // vms_gather_munmap_vmas: punching a hole into one VMA adds one; refused at vm.max_map_count.
+    const first = this.vmas.find(addr);
+    if (
+      first !== null &&
+      first.start < addr &&
+      end < first.end &&
+      this.vmas.size >= this.machine.config.maxMapCount
+    )
+      throw this.mapCountError("munmap");
     this.splitVmaAt(addr);
     this.splitVmaAt(end);
     const removed = this.vmas.removeRange(addr, end);
@@ -288,6 +306,28 @@ export class Mm {
       for (const v of removed) zapRange(this, v.start, v.end);
     });
     for (const v of removed) this.releaseVma(v);
+  }
+
+  private mapCountError(op: string): MmError {
+    const max = this.machine.config.maxMapCount;
+    return new MmError(
+      "ENOMEM",
+      `${op}: ${this.vmas.size} VMAs already mapped and vm.max_map_count is ${max} (MachineConfig.maxMapCount)`,
+      "MAP_COUNT",
+    );
+  }
+
+  /**
+   * split_vma as vma_modify calls it for mprotect and madvise: refused with ENOMEM once the address
+   * space has vm.max_map_count VMAs. The kernel first tries to merge the changed range into a
+   * neighbour, which needs no split; at the limit such a change is refused here although Linux
+   * would make it.
+   */
+  private splitForModify(op: string, addr: number): void {
+    const v = this.vmas.find(addr);
+    if (v === null || v.start === addr) return;
+    if (this.vmas.size >= this.machine.config.maxMapCount) throw this.mapCountError(op);
+    this.splitVmaAt(addr);
   }
 
   /**
@@ -358,7 +398,7 @@ export class Mm {
         // mprotect_fixup leaves a VMA that already has the protection alone: it is not split, so
         // a THP that the range cuts through keeps its PMD.
         if (v.prot !== prot) {
-          this.applyToRange(cur, segEnd, (vma) => {
+          this.applyToRange("mprotect", cur, segEnd, (vma) => {
             updateAccount(vma, prot);
             vma.prot = prot;
             changeProtection(this, vma, vma.start, vma.end);
@@ -374,9 +414,9 @@ export class Mm {
   }
 
   /** Split VMAs so that [start, end) (inside one VMA) is its own VMA, then apply `fn` to it. */
-  private applyToRange(start: number, end: number, fn: (vma: Vma) => void): void {
-    this.splitVmaAt(start);
-    this.splitVmaAt(end);
+  private applyToRange(op: string, start: number, end: number, fn: (vma: Vma) => void): void {
+    this.splitForModify(op, start);
+    this.splitForModify(op, end);
     fn(this.vmas.find(start)!);
   }
 
@@ -418,7 +458,7 @@ export class Mm {
         );
       } else {
         const want = advice === MADV_HUGEPAGE ? THP_ADVICE_HUGEPAGE : THP_ADVICE_NOHUGEPAGE;
-        if (v.thpAdvice !== want) this.applyToRange(cur, segEnd, (vma) => (vma.thpAdvice = want));
+        if (v.thpAdvice !== want) this.applyToRange("madvise", cur, segEnd, (vma) => (vma.thpAdvice = want));
       }
       cur = segEnd;
     }
