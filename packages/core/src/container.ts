@@ -3,6 +3,7 @@ import { Machine, type MachineConfig } from "@hmmkit/mm";
 import { type DependencyContainer, container as globalContainer } from "tsyringe";
 import { CostModel, type CostProfile } from "./cost-model.js";
 import { DEFAULT_HMM_CONFIG, type HmmConfig, HmmCore } from "./hmm-core.js";
+import { costOptionsSchema, createHmmOptionsSchema, hmmConfigSchema, parseOptions } from "./options.js";
 import { HmmStats } from "./stats.js";
 import { TOKENS } from "./tokens.js";
 
@@ -30,14 +31,20 @@ export interface HmmSystem {
 /**
  * Build a root container with the core services registered under TOKENS (machine, stats, cost
  * model, config, the core itself) and resolve the core. Each call gets its own container; devices
- * get child containers of it.
+ * get child containers of it. Every options object is validated first (strict: an unknown key or
+ * a value of the wrong form is an HmmError BAD_CONFIG naming the key); `machine` options are
+ * validated by Machine.
  */
 export function createHmm(options: CreateHmmOptions = {}): HmmSystem {
-  const container = (options.parent ?? globalContainer).createChildContainer();
+  parseOptions(createHmmOptionsSchema, options, "createHmm options");
+  const own = parseOptions(hmmConfigSchema, options.config ?? {}, "createHmm options 'config'");
+  const costOptions = parseOptions(costOptionsSchema, options.cost ?? {}, "createHmm options 'cost'");
+  const config: HmmConfig = { ...DEFAULT_HMM_CONFIG, ...own };
+  // The machine's own options are validated by Machine.
   const machine = options.machine instanceof Machine ? options.machine : new Machine(options.machine ?? {});
+  const cost = new CostModel(costOptions.profile as CostProfile | undefined, costOptions.overrides as never);
+  const container = (options.parent ?? globalContainer).createChildContainer();
   const stats = new HmmStats();
-  const cost = new CostModel(options.cost?.profile, options.cost?.overrides as never);
-  const config: HmmConfig = { ...DEFAULT_HMM_CONFIG, ...options.config };
   container.register(TOKENS.Machine, { useValue: machine });
   container.register(TOKENS.Stats, { useValue: stats });
   container.register(TOKENS.CostModel, { useValue: cost });

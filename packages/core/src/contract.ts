@@ -10,9 +10,41 @@
  * (mmu_interval_read_retry was false), so the entries they describe are exactly the CPU page
  * table's entries at that moment, and any later change reaches `invalidate` first. Addresses are
  * bytes (numbers up to 2^47), pfns are 4 KiB frame numbers, sizes are pages unless named bytes.
- * A callback that throws fails its device only: the core detaches the driver, drops what it
- * mirrored, brings its pages home, and reports a DriverError naming the device, the callback and
- * the address.
+ *
+ * Callbacks are synchronous: one that returns a Promise or any other thenable fails its device
+ * at once (DriverError, code DRIVER_ASYNC; the core attaches a no-op rejection handler, so the
+ * rejection cannot kill the process). Any other return value is ignored.
+ *
+ * Re-entry: what a callback may call, as the kernel's locks allow it. Refused calls throw an
+ * HmmError EDEADLK and fail the device (DriverError EDEADLK, code DRIVER_REENTRY) even if the
+ * driver catches the error.
+ *
+ *   callback            runs under (kernel)                      mm syscalls,      core operations
+ *                                                                faulting CPU
+ *                                                                access (any mm)
+ *   mirrorPte/Pmd/Ptes  driver update lock + mmap_lock (read)    refused           refused
+ *   invalidate          notifier locks, inside the mm operation  refused           refused
+ *   copyToDevice        migrate_vma, pages locked, mmap_lock     refused           refused
+ *   copyFromDevice      migrate_vma, pages locked (CPU fault)    refused           refused
+ *   translations        driver update lock (inspection)          refused           refused
+ *   release             nothing (the device is detached)         allowed           allowed; ENODEV
+ *                                                                                  on its own device
+ *
+ * Mm syscalls are mmap, munmap, mprotect, madvise, fork and exit; a CPU access that hits a
+ * present page needs no lock and is allowed, one that faults is refused. Core operations are
+ * every HmmCore method that acts (addDevice, removeDevice, bind, deviceFault, snapshot,
+ * makeExclusive, migrateToDevice, migrateToRam, evict, translations, and their step forms).
+ *
+ * DMA (`DeviceContext.dma`) runs only inside a copy callback and only on the frames it was
+ * given: `systemToDevice(spfn, dpfn)` or `zeroDevicePage(dpfn)` in copyToDevice,
+ * `deviceToSystem(dpfn, spfn)` in copyFromDevice. Anything else (another frame, a pfn out of range
+ * or not an integer, DMA outside a copy) throws and fails the device (code DRIVER_DMA).
+ *
+ * A callback that throws (any value: an Error, a string, an object without a prototype, a
+ * Symbol, a Proxy, a RangeError from a runaway recursion) fails its device only: the core
+ * detaches the driver, drops what it mirrored, brings its pages home with its own copy, and
+ * reports a DriverError naming the device, the callback and the address; a migration in flight
+ * is rolled back. A failure in `release` is recorded and changes nothing else.
  *
  * Errors have partial effects, as in the kernel. A device fault walks its range in PMD-sized
  * chunks and commits each chunk to the driver (the mirror callbacks) before walking the next;
@@ -173,7 +205,9 @@ export interface HmmDriver {
 
   /**
    * Every translation the driver holds now, for coherence checks. Not on any hot path. A huge
-   * translation may be reported once with order 9 or as 512 pages.
+   * translation may be reported once with order 9 or as 512 pages. At most one per page of the
+   * VMAs of the address spaces the device is bound to, plus 1024 (TRANSLATIONS_MARGIN): a driver
+   * yielding more (an endless iterator) fails (code DRIVER_LIMIT).
    */
   translations(): Iterable<DeviceTranslation>;
 }
@@ -193,4 +227,9 @@ export interface HmmPlugin {
   readonly driver: DriverClass;
   /** One-line description. */
   readonly description?: string;
+  /**
+   * The device config keys the driver reads besides the core's own (name, memoryPages,
+   * callbackMode, pmdCallback, evictOnPressure). Any other key in a DeviceConfig is refused.
+   */
+  readonly configKeys?: readonly string[];
 }

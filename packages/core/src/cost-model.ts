@@ -113,14 +113,20 @@ export class CostModel {
     const c = {} as Record<keyof CostConstants, number>;
     for (const [k, v] of Object.entries(profile.constants) as [keyof CostConstants, CostConstant][])
       c[k] = v.value;
+    if (typeof overrides !== "object" || overrides === null)
+      throw new MmError(
+        "EINVAL",
+        `cost model: overrides must be an object, got ${String(overrides)}`,
+        "BAD_CONFIG",
+      );
     for (const [k, v] of Object.entries(overrides) as [keyof CostConstants, number][]) {
-      if (!(k in c))
+      if (!Object.hasOwn(c, k))
         throw new MmError(
           "EINVAL",
           `cost model: unknown constant '${k}' (known: ${Object.keys(c).join(", ")})`,
           "BAD_CONFIG",
         );
-      if (!Number.isFinite(v) || v < 0)
+      if (typeof v !== "number" || !Number.isFinite(v) || v < 0)
         throw new MmError(
           "EINVAL",
           `cost model: '${k}' must be a non-negative number, got ${v}`,

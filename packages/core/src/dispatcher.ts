@@ -1,22 +1,79 @@
-import type { MmuNotifyEvent } from "@hmmkit/mm";
+import { type Machine, type MmuNotifyEvent, setReentryGuard } from "@hmmkit/mm";
 import type { DeviceTranslation, HmmDriver } from "./contract.js";
-import { DriverError } from "./errors.js";
+import { type ContractViolation, DriverError, HmmError } from "./errors.js";
 import type { DeviceStats } from "./stats.js";
 
 /** How the core reports pages to a driver. */
 export type CallbackMode = "per-pte" | "array";
 
 /**
+ * What the kernel holds while each callback runs, for the message that refuses a re-entry (see
+ * the table in contract.ts). `release` is absent: it runs with nothing held.
+ */
+const HELD: Readonly<Record<string, string>> = {
+  mirrorPte: "the driver's update lock and the mmap_lock",
+  mirrorPmd: "the driver's update lock and the mmap_lock",
+  mirrorPtes: "the driver's update lock and the mmap_lock",
+  invalidate: "the MMU notifier's locks (inside the memory operation that is changing the page table)",
+  copyToDevice: "migrate_vma with the pages locked and the mmap_lock held",
+  copyFromDevice: "migrate_vma with the pages locked (inside a CPU fault, eviction or removal)",
+  translations: "the driver's update lock (an inspection must not change anything)",
+  unbind: "the core's unbind of that address space (the notifier is being removed)",
+};
+
+/** The driver callback running now on one machine (one simulated thread runs at a time). */
+class CallbackScope {
+  running: DriverDispatcher | null = null;
+}
+
+const scopes = new WeakMap<Machine, CallbackScope>();
+
+function scopeOf(machine: Machine): CallbackScope {
+  let s = scopes.get(machine);
+  if (s === undefined) {
+    const scope = new CallbackScope();
+    s = scope;
+    scopes.set(machine, scope);
+    setReentryGuard(machine, (op) => scope.running?.refuse(op));
+  }
+  return s;
+}
+
+/**
+ * Refuse `op` (a core operation) if a driver callback is running on `machine`: the kernel would
+ * deadlock on the locks the callback runs under. The running driver's device fails with an
+ * EDEADLK DriverError and `op` throws an HmmError EDEADLK.
+ */
+export function refuseInsideCallback(machine: Machine, op: string): void {
+  scopes.get(machine)?.running?.refuse(op);
+}
+
+/** The copy a copy callback is asked to make: the only DMA it may do. */
+const NO_COPY = -2;
+
+/**
  * The one place that calls a driver. It counts calls, routes pages to the callback form the
- * driver uses, and turns a throw into a DriverError naming device, driver, callback and address;
- * the first failure is handed to `onFailure` (the core's fault containment) and every later call
- * is skipped. Hot loops keep the try/catch outside the per-page loop and the call site
- * monomorphic (same driver, same argument shape).
+ * driver uses, and turns a throw (of any value) into a DriverError naming device, driver,
+ * callback and address; the first failure is handed to `onFailure` (the core's fault
+ * containment) and every later call is skipped. It also enforces the parts of the contract a
+ * driver can break without throwing: a callback returning a thenable (callbacks are synchronous),
+ * a re-entry into mm or the core from inside a callback (EDEADLK), DMA outside the copy in
+ * progress, and an endless `translations`. Hot loops keep the try/catch outside the per-page loop
+ * and the call site monomorphic (same driver, same argument shape).
  */
 export class DriverDispatcher {
   failure: DriverError | null = null;
   private readonly pfnScratch = new Int32Array(512);
   private readonly flagScratch = new Int32Array(512);
+  private readonly scope: CallbackScope;
+  /** The guarded callback running now, or null. */
+  private callback: string | null = null;
+  /** A breach found while the current callback ran (reported when it returns or throws). */
+  private violation: { v: ContractViolation; cause: unknown } | null = null;
+  /** The copy in progress: [system frame, device frame], NO_COPY outside a copy callback. */
+  private copySpfn = NO_COPY;
+  private copyDpfn = NO_COPY;
+  private copyToDev = false;
 
   constructor(
     readonly deviceName: string,
@@ -27,18 +84,153 @@ export class DriverDispatcher {
     readonly pmdCallback: boolean,
     readonly stats: DeviceStats,
     private readonly onFailure: (err: DriverError) => void,
-  ) {}
+    readonly machine: Machine,
+    /** The most translations the driver can legitimately hold now (see {@link translations}). */
+    private readonly maxTranslations: () => number = () => Number.MAX_SAFE_INTEGER,
+  ) {
+    this.scope = scopeOf(machine);
+  }
 
   /** True once the driver has failed. */
   get failed(): boolean {
     return this.failure !== null;
   }
 
-  private fail(callback: string, address: number | null, cause: unknown): void {
+  /** Record the failure (once) and hand it to the core's containment. */
+  private fail(err: DriverError): void {
     if (this.failure !== null) return;
-    this.failure = new DriverError(this.deviceName, this.driverName, callback, address, cause);
+    this.failure = err;
     this.stats.driverFailures++;
-    this.onFailure(this.failure);
+    this.onFailure(err);
+  }
+
+  /**
+   * The DriverError for a failure of `callback`. Never throws: describing a thrown value runs the
+   * driver's code (getters, toString), which may throw anything or run out of stack.
+   */
+  private driverError(
+    callback: string,
+    address: number | null,
+    cause: unknown,
+    v: ContractViolation | null,
+  ): DriverError {
+    try {
+      return new DriverError(this.deviceName, this.driverName, callback, address, cause, v);
+    } catch {
+      return new DriverError(this.deviceName, this.driverName, callback, null, undefined, {
+        why: "failed, and the error could not be described",
+      });
+    }
+  }
+
+  /** Enter a guarded callback; returns the callback it interrupts (the scope's previous holder). */
+  private enter(callback: string): DriverDispatcher | null {
+    const prev = this.scope.running;
+    this.scope.running = this;
+    this.callback = callback;
+    this.violation = null;
+    return prev;
+  }
+
+  private leave(prev: DriverDispatcher | null): void {
+    this.scope.running = prev;
+    this.callback = null;
+  }
+
+  /**
+   * After a callback returned `ret` (or threw `thrown`): leave its scope, and fail the device for
+   * a breach found meanwhile, a thenable return, or the throw. The failure is worked out while
+   * the scope still holds (a thenable's `then` and a thrown value's getters are driver code and
+   * stay guarded), the containment runs after. True if the callback succeeded.
+   */
+  private settle(
+    prev: DriverDispatcher | null,
+    callback: string,
+    address: number | null,
+    ret: unknown,
+    threw: boolean,
+    thrown: unknown,
+  ): boolean {
+    let err: DriverError | null = null;
+    const viol = this.violation;
+    this.violation = null;
+    if (viol !== null) err = this.driverError(callback, address, viol.cause, viol.v);
+    else if (threw) err = this.driverError(callback, address, thrown, null);
+    else if (ret !== undefined && ret !== null) {
+      const why = asyncReturn(ret);
+      if (why !== null)
+        err = this.driverError(callback, address, ret, {
+          why: `${why}; driver callbacks must be synchronous (finish the work before returning: the core does not wait, so the result would be lost)`,
+          code: "DRIVER_ASYNC",
+        });
+    }
+    this.leave(prev);
+    if (err === null) return true;
+    this.fail(err);
+    return false;
+  }
+
+  /**
+   * Refuse `op` called from inside the running callback: record the breach (the device fails when
+   * the callback returns, even if the driver catches the error) and throw an HmmError EDEADLK.
+   */
+  refuse(op: string): never {
+    const cb = this.callback ?? "a";
+    const why = `${op} from inside ${cb}: the kernel runs ${cb} under ${HELD[cb] ?? "the driver's locks"}, so this would deadlock (EDEADLK); do it after the callback has returned`;
+    const err = new HmmError(
+      "EDEADLK",
+      `[driver ${this.driverName} on ${this.deviceName}] ${why}`,
+      "DRIVER_REENTRY",
+    );
+    this.violation ??= { v: { why, errno: "EDEADLK", code: "DRIVER_REENTRY" }, cause: err };
+    throw err;
+  }
+
+  /** Record a DMA breach and throw its error. */
+  private refuseDma(why: string): never {
+    const err = new HmmError("EIO", `[driver ${this.driverName} on ${this.deviceName}] ${why}`, "DRIVER_DMA");
+    this.violation ??= { v: { why, code: "DRIVER_DMA" }, cause: err };
+    throw err;
+  }
+
+  /**
+   * Check a DMA request against the copy in progress: `spfn`/`dpfn` must be integers in range and
+   * exactly the frames the running copy callback was given (-1 for "no system frame": a zero
+   * fill). Throws (failing the device when the callback returns) otherwise.
+   */
+  checkDma(
+    op: "systemToDevice" | "deviceToSystem" | "zeroDevicePage",
+    spfn: number,
+    dpfn: number,
+    systemFrames: number,
+    deviceFrames: number,
+  ): void {
+    const what = `DMA ${op}(${op === "zeroDevicePage" ? dpfn : op === "systemToDevice" ? `${spfn}, ${dpfn}` : `${dpfn}, ${spfn}`})`;
+    if (this.copySpfn === NO_COPY)
+      this.refuseDma(
+        `${what} outside a copy callback: the DMA engine only runs inside copyToDevice and copyFromDevice`,
+      );
+    if (op !== "zeroDevicePage" && (!Number.isInteger(spfn) || spfn < 0 || spfn >= systemFrames))
+      this.refuseDma(
+        `${what}: system pfn ${String(spfn)} is not a frame of this machine (0..${systemFrames - 1})`,
+      );
+    if (!Number.isInteger(dpfn) || dpfn < 0 || dpfn >= deviceFrames)
+      this.refuseDma(
+        `${what}: device pfn ${String(dpfn)} is not a frame of this device (0..${deviceFrames - 1})`,
+      );
+    const toDev = op !== "deviceToSystem";
+    const ok =
+      toDev === this.copyToDev &&
+      dpfn === this.copyDpfn &&
+      (op === "zeroDevicePage" || spfn === this.copySpfn);
+    if (!ok) {
+      const given = this.copyToDev
+        ? `copyToDevice was given spfn ${this.copySpfn}, dpfn ${this.copyDpfn}`
+        : `copyFromDevice was given dpfn ${this.copyDpfn}, spfn ${this.copySpfn}`;
+      this.refuseDma(
+        `${what} does not match the migration in progress (${given}): a copy may only write the frame it was given`,
+      );
+    }
   }
 
   /**
@@ -56,7 +248,12 @@ export class DriverDispatcher {
   ): boolean {
     if (this.failure !== null) return false;
     const d = this.driver;
+    const cb = this.mode === "array" ? "mirrorPtes" : "mirrorPte";
     let cur = va;
+    let ret: unknown;
+    let threw = false;
+    let thrown: unknown;
+    const prev = this.enter(cb);
     try {
       if (this.mode === "array") {
         // The driver gets copies in the dispatcher's scratch buffers, never a view of the caller's
@@ -67,33 +264,41 @@ export class DriverDispatcher {
         if (p !== pfns) p.set(pfns.subarray(pfnOff, pfnOff + count));
         if (f !== flags) f.set(flags.subarray(flagOff, flagOff + count));
         this.stats.arrayCallbacks++;
-        d.mirrorPtes!(mmId, va, count, p.subarray(0, count), f.subarray(0, count));
+        ret = d.mirrorPtes!(mmId, va, count, p.subarray(0, count), f.subarray(0, count));
       } else {
-        for (let i = 0; i < count; i++) {
+        let i = 0;
+        while (i < count) {
           cur = va + i * 4096;
-          d.mirrorPte!(mmId, cur, pfns[pfnOff + i], flags[flagOff + i]);
+          ret = d.mirrorPte!(mmId, cur, pfns[pfnOff + i], flags[flagOff + i]);
+          i++;
+          // A breach recorded, or a thenable returned, ends the run at this page.
+          if (this.violation !== null || (ret !== undefined && isThenable(ret))) break;
         }
-        this.stats.pteCallbacks += count;
+        this.stats.pteCallbacks += i;
       }
     } catch (e) {
-      this.fail(this.mode === "array" ? "mirrorPtes" : "mirrorPte", cur, e);
-      return false;
+      threw = true;
+      thrown = e;
     }
-    return true;
+    return this.settle(prev, cb, cur, ret, threw, thrown);
   }
 
   /** Report a whole huge PMD at `va` (2 MiB aligned) mapping `pfn`..`pfn + 511` with `flags` (order 9 set). */
   mirrorPmd(mmId: number, va: number, pfn: number, flags: number): boolean {
     if (this.failure !== null) return false;
     if (this.pmdCallback) {
+      let ret: unknown;
+      let threw = false;
+      let thrown: unknown;
+      const prev = this.enter("mirrorPmd");
       try {
         this.stats.pmdCallbacks++;
-        this.driver.mirrorPmd!(mmId, va, pfn, flags);
+        ret = this.driver.mirrorPmd!(mmId, va, pfn, flags);
       } catch (e) {
-        this.fail("mirrorPmd", va, e);
-        return false;
+        threw = true;
+        thrown = e;
       }
-      return true;
+      return this.settle(prev, "mirrorPmd", va, ret, threw, thrown);
     }
     const p = this.pfnScratch;
     const f = this.flagScratch;
@@ -107,68 +312,162 @@ export class DriverDispatcher {
   /** Deliver an invalidation. False if the driver failed (its translations are then void anyway). */
   invalidate(mmId: number, start: number, end: number, event: MmuNotifyEvent, owner: number | null): boolean {
     if (this.failure !== null) return false;
+    let ret: unknown;
+    let threw = false;
+    let thrown: unknown;
+    const prev = this.enter("invalidate");
     try {
       this.stats.invalidations++;
-      this.driver.invalidate(mmId, start, end, event, owner);
+      ret = this.driver.invalidate(mmId, start, end, event, owner);
     } catch (e) {
-      this.fail("invalidate", start, e);
-      return false;
+      threw = true;
+      thrown = e;
     }
-    return true;
+    return this.settle(prev, "invalidate", start, ret, threw, thrown);
   }
 
   /** Ask the driver to copy a page to device memory. False if it failed. */
   copyToDevice(mmId: number, va: number, spfn: number, dpfn: number): boolean {
-    if (this.failure !== null) return false;
-    try {
-      this.driver.copyToDevice(mmId, va, spfn, dpfn);
-    } catch (e) {
-      this.fail("copyToDevice", va, e);
-      return false;
-    }
-    return true;
+    return this.copy(true, mmId, va, spfn, dpfn);
   }
 
   /** Ask the driver to copy a page back to system memory. False if it failed. */
   copyFromDevice(mmId: number, va: number, dpfn: number, spfn: number): boolean {
-    if (this.failure !== null) return false;
-    try {
-      this.driver.copyFromDevice(mmId, va, dpfn, spfn);
-    } catch (e) {
-      this.fail("copyFromDevice", va, e);
-      return false;
-    }
-    return true;
+    return this.copy(false, mmId, va, spfn, dpfn);
   }
 
-  /** The driver's translations (empty once it failed: its state is discarded). */
+  private copy(toDev: boolean, mmId: number, va: number, spfn: number, dpfn: number): boolean {
+    if (this.failure !== null) return false;
+    const cb = toDev ? "copyToDevice" : "copyFromDevice";
+    let ret: unknown;
+    let threw = false;
+    let thrown: unknown;
+    const prev = this.enter(cb);
+    this.copyToDev = toDev;
+    this.copySpfn = spfn;
+    this.copyDpfn = dpfn;
+    try {
+      ret = toDev
+        ? this.driver.copyToDevice(mmId, va, spfn, dpfn)
+        : this.driver.copyFromDevice(mmId, va, dpfn, spfn);
+    } catch (e) {
+      threw = true;
+      thrown = e;
+    }
+    this.copySpfn = NO_COPY;
+    this.copyDpfn = NO_COPY;
+    return this.settle(prev, cb, va, ret, threw, thrown);
+  }
+
+  /**
+   * The driver's translations (empty once it failed: its state is discarded). A driver that
+   * yields more than `maxTranslations()` (more than its address spaces could map) fails.
+   */
   translations(): DeviceTranslation[] {
     if (this.failure !== null) return [];
+    const out: DeviceTranslation[] = [];
+    let threw = false;
+    let thrown: unknown;
+    let ret: unknown;
+    const prev = this.enter("translations");
     try {
-      return [...this.driver.translations()];
+      const it = this.driver.translations();
+      if (asyncReturn(it) !== null && !hasIterator(it)) ret = it;
+      else {
+        const max = this.maxTranslations();
+        for (const t of it) {
+          if (out.length >= max) {
+            this.violation ??= {
+              v: {
+                why: `yielded more than ${max} translations, more than its address spaces can map (an endless or corrupt iterator)`,
+                code: "DRIVER_LIMIT",
+              },
+              cause: undefined,
+            };
+            break;
+          }
+          out.push(t);
+        }
+      }
     } catch (e) {
-      this.fail("translations", null, e);
-      return [];
+      threw = true;
+      thrown = e;
     }
+    return this.settle(prev, "translations", null, ret, threw, thrown) ? out : [];
   }
 
   /** Tell the driver it no longer mirrors `mmId` (HmmCore.unbind). A throw fails the device. */
   unbind(mmId: number): void {
     if (this.failure !== null || typeof this.driver.unbind !== "function") return;
+    let ret: unknown;
+    let threw = false;
+    let thrown: unknown;
+    const prev = this.enter("unbind");
     try {
-      this.driver.unbind(mmId);
+      ret = this.driver.unbind(mmId);
     } catch (e) {
-      this.fail("unbind", null, e);
+      threw = true;
+      thrown = e;
     }
+    this.settle(prev, "unbind", null, ret, threw, thrown);
   }
 
-  /** Tell the driver the device is going away. A throw here is recorded but changes nothing else. */
+  /**
+   * Tell the driver the device is going away. It runs with no lock held (the device is already
+   * detached, so operations on it give ENODEV). A throw here is recorded but changes nothing else.
+   */
   release(): void {
     if (this.failure !== null || typeof this.driver.release !== "function") return;
+    let ret: unknown;
+    let threw = false;
+    let thrown: unknown;
+    const prev = this.scope.running;
+    this.violation = null;
     try {
-      this.driver.release();
+      ret = this.driver.release();
     } catch (e) {
-      this.fail("release", null, e);
+      threw = true;
+      thrown = e;
     }
+    this.settle(prev, "release", null, ret, threw, thrown);
   }
+}
+
+/** Whether `x` looks like a thenable (or hides its `then`). Never throws. */
+function isThenable(x: unknown): boolean {
+  if ((typeof x !== "object" || x === null) && typeof x !== "function") return false;
+  try {
+    return typeof (x as { then?: unknown }).then === "function";
+  } catch {
+    return true;
+  }
+}
+
+function hasIterator(x: unknown): boolean {
+  try {
+    return typeof (x as { [Symbol.iterator]?: unknown })[Symbol.iterator] === "function";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * If `ret` is a thenable (a Promise, an async function's result), attach a no-op rejection
+ * handler so its rejection cannot kill the process, and say what it was; null otherwise.
+ */
+function asyncReturn(ret: unknown): string | null {
+  if ((typeof ret !== "object" || ret === null) && typeof ret !== "function") return null;
+  let then: unknown;
+  try {
+    then = (ret as { then?: unknown }).then;
+  } catch {
+    return "returned an object whose 'then' cannot be read";
+  }
+  if (typeof then !== "function") return null;
+  try {
+    (then as (ok: unknown, err: unknown) => unknown).call(ret, undefined, () => {});
+  } catch {
+    // A hostile thenable: nothing more can be done with it.
+  }
+  return "returned a Promise (or another thenable)";
 }

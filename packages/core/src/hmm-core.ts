@@ -13,7 +13,8 @@ import {
   TASK_SIZE,
 } from "@hmmkit/mm";
 import { type DependencyContainer, inject, injectable } from "tsyringe";
-import type { DeviceTranslation, HmmPlugin } from "./contract.js";
+import { badArgument, checkBoolean, checkInteger, checkMm } from "./check-args.js";
+import type { DeviceTranslation, HmmDriver, HmmPlugin } from "./contract.js";
 import type { CostModel } from "./cost-model.js";
 import {
   Device,
@@ -24,8 +25,8 @@ import {
 } from "./device.js";
 import { DeviceFaultOp, type DeviceFaultResult, deviceFaultSteps, deviceFaultSync } from "./device-fault.js";
 import { DeviceMemory } from "./device-memory.js";
-import { type CallbackMode, DriverDispatcher } from "./dispatcher.js";
-import { type DriverError, HmmError } from "./errors.js";
+import { type CallbackMode, DriverDispatcher, refuseInsideCallback } from "./dispatcher.js";
+import { type DriverError, describeThrown, HmmError } from "./errors.js";
 import { HMM_PFN_EXCLUSIVE, HMM_PFN_VALID, HMM_PFN_WRITE, hmmFlagsToProt } from "./flags.js";
 import { countInvalidatedPages } from "./invalidate-count.js";
 import {
@@ -35,11 +36,12 @@ import {
   migrateToDeviceSteps,
   migrateToRamSteps,
 } from "./migration.js";
+import { parseDeviceConfig } from "./options.js";
 import { validatePlugin } from "./plugin.js";
-import { checkRange, type MmLike, mmOf } from "./range.js";
+import { checkRange, type MmLike } from "./range.js";
 import { runSteps, type Steps } from "./scheduler.js";
-import { type RangeSnapshot, snapshotRange } from "./snapshot.js";
-import type { HmmStats } from "./stats.js";
+import { checkSnapshotSize, type RangeSnapshot, snapshotRange } from "./snapshot.js";
+import { DeviceStats, type HmmStats } from "./stats.js";
 import { TOKENS } from "./tokens.js";
 
 /** Configuration of the HMM core. */
@@ -74,9 +76,14 @@ export const DEFAULT_HMM_CONFIG: Readonly<HmmConfig> = Object.freeze({
  * Every operation has a synchronous form and a step-generator form (`...Steps`) for the
  * deterministic scheduler.
  */
+/** Translations a driver may report beyond one per mapped page (see HmmCore.translations). */
+export const TRANSLATIONS_MARGIN = 1024;
+
 @injectable()
 export class HmmCore {
   readonly devices = new Map<string, Device>();
+  /** Every device this core added (removed ones included), to refuse other cores' devices. */
+  private readonly mine = new WeakSet<Device>();
   private readonly byOwner: (Device | undefined)[] = [];
   private readonly reapQueue: Device[] = [];
   private readonly pendingUnregister: Device[] = [];
@@ -96,9 +103,11 @@ export class HmmCore {
   /**
    * Attach a device driven by `plugin` (validated here; `source` names where it came from for
    * messages). The driver is constructed in a child container holding the device's context and
-   * config. Returns the device.
+   * config. Returns the device. A call that fails leaves no trace: no stats entry, no pagemap
+   * registration, no device.
    */
   addDevice(plugin: HmmPlugin | unknown, config: DeviceConfig, source = "<inline>"): Device {
+    refuseInsideCallback(this.machine, "addDevice");
     const p = validatePlugin(plugin, source);
     if (p.design !== "per-pte") {
       throw new HmmError(
@@ -107,34 +116,53 @@ export class HmmCore {
         "PLUGIN_INVALID",
       );
     }
-    const name = config?.name;
-    if (typeof name !== "string" || !/^[A-Za-z][\w.-]*$/.test(name)) {
-      throw new HmmError(
-        "EINVAL",
-        `device config needs a 'name' (letters, digits, _ . -), got ${JSON.stringify(name)}`,
-        "BAD_CONFIG",
-      );
-    }
+    const own = parseDeviceConfig(config, p);
+    const name = own.name;
     if (this.devices.has(name))
       throw new HmmError("EEXIST", `a device named '${name}' already exists`, "BAD_CONFIG");
-    const want = config.callbackMode ?? "auto";
-    if (want !== "auto" && want !== "per-pte" && want !== "array") {
+    const want = own.callbackMode ?? "auto";
+    const proto = p.driver.prototype as unknown as Record<string, unknown>;
+    const hasPte = typeof proto.mirrorPte === "function";
+    const hasArray = typeof proto.mirrorPtes === "function";
+    const mode: CallbackMode = want === "array" || (want === "auto" && !hasPte) ? "array" : "per-pte";
+    if ((mode === "array" && !hasArray) || (mode === "per-pte" && !hasPte)) {
       throw new HmmError(
         "EINVAL",
-        `device ${name}: callbackMode must be "auto", "per-pte" or "array", got ${JSON.stringify(want)}`,
+        `device ${name}: callbackMode '${want}' but plugin '${p.name}' does not implement it`,
         "BAD_CONFIG",
       );
     }
-    const npages = config.memoryPages ?? this.config.defaultDeviceMemoryPages;
+    const npages = own.memoryPages ?? this.config.defaultDeviceMemoryPages;
     const memory = new DeviceMemory(npages, this.machine.config.contentMode);
-    const stats = this.stats.device(name);
+    // Counters are cumulative per name: a device re-added under a removed one's name continues them.
+    const stats = this.stats.devices.get(name) ?? new DeviceStats();
     const machine = this.machine;
-    const dma: DeviceDma = {
-      systemToDevice: (spfn, dpfn) => machine.pool.content.copyTo(spfn, memory.content, dpfn),
-      deviceToSystem: (dpfn, spfn) => memory.content.copyTo(dpfn, machine.pool.content, spfn),
-      zeroDevicePage: (dpfn) => memory.content.zero(dpfn),
-    };
+    const frames = machine.pool.nframes;
     let device: Device | undefined;
+    // Until the device exists no copy callback runs, so no DMA is allowed.
+    const gate = (): DriverDispatcher => {
+      if (device === undefined)
+        throw new HmmError(
+          "EIO",
+          `device ${name}: DMA outside a copy callback (the device is not attached yet)`,
+          "DRIVER_DMA",
+        );
+      return device.dispatcher;
+    };
+    const dma: DeviceDma = {
+      systemToDevice: (spfn, dpfn) => {
+        gate().checkDma("systemToDevice", spfn, dpfn, frames, npages);
+        machine.pool.content.copyTo(spfn, memory.content, dpfn);
+      },
+      deviceToSystem: (dpfn, spfn) => {
+        gate().checkDma("deviceToSystem", spfn, dpfn, frames, npages);
+        memory.content.copyTo(dpfn, machine.pool.content, spfn);
+      },
+      zeroDevicePage: (dpfn) => {
+        gate().checkDma("zeroDevicePage", -1, dpfn, frames, npages);
+        memory.content.zero(dpfn);
+      },
+    };
     const ownerId = machine.registerDevicePagemap({
       name,
       migrateToRam: (mm, _vma, va, dpfn) => migrateOnCpuFault(device!, mm, va, dpfn),
@@ -142,51 +170,59 @@ export class HmmCore {
       pagePut: (dpfn) => memory.put(dpfn),
       pageHash: (dpfn) => memory.content.hash(dpfn),
     });
-    const frozen = Object.freeze({ ...config });
-    const context: DeviceContext = { name, ownerId, machine, memory, dma, stats, config: frozen };
-    const child = this.container.createChildContainer();
-    child.register(TOKENS.DeviceContext, { useValue: context });
-    child.register(TOKENS.DeviceConfig, { useValue: frozen });
-    let driver: ReturnType<typeof child.resolve>;
     try {
-      driver = child.resolve(p.driver as never);
+      const frozen = Object.freeze({ ...config });
+      const context: DeviceContext = { name, ownerId, machine, memory, dma, stats, config: frozen };
+      const child = this.container.createChildContainer();
+      child.register(TOKENS.DeviceContext, { useValue: context });
+      child.register(TOKENS.DeviceConfig, { useValue: frozen });
+      let driver: HmmDriver;
+      try {
+        driver = child.resolve(p.driver as never);
+      } catch (e) {
+        const missing = /TypeInfo not known/.test(describeThrown(e))
+          ? ` (add @injectable() to class ${p.driver.name})`
+          : "";
+        throw new HmmError(
+          "EINVAL",
+          `plugin '${p.name}': could not construct driver for ${name}: ${describeThrown(e)}${missing}`,
+          "PLUGIN_INVALID",
+          { cause: e },
+        );
+      }
+      if (typeof driver !== "object" || driver === null)
+        throw new HmmError(
+          "EINVAL",
+          `plugin '${p.name}': the driver for ${name} is not an object`,
+          "PLUGIN_INVALID",
+        );
+      const huge = own.pmdCallback !== false && typeof proto.mirrorPmd === "function";
+      const dispatcher = new DriverDispatcher(
+        name,
+        p.name,
+        driver,
+        mode,
+        huge,
+        stats,
+        (err) => this.deviceFailed(device!, err),
+        machine,
+        () => this.translationLimit(device!),
+      );
+      device = new Device(name, ownerId, p, frozen, memory, stats, context, dispatcher);
     } catch (e) {
       machine.unregisterDevicePagemap(ownerId);
-      throw new HmmError(
-        "EINVAL",
-        `plugin '${p.name}': could not construct driver for ${name}: ${(e as Error).message}`,
-        "PLUGIN_INVALID",
-        {
-          cause: e,
-        },
-      );
+      throw e;
     }
-    const d = driver as DeviceContext & Record<string, unknown>;
-    const hasPte = typeof d.mirrorPte === "function";
-    const hasArray = typeof d.mirrorPtes === "function";
-    let mode: CallbackMode;
-    if (want === "array" || (want === "auto" && !hasPte)) mode = "array";
-    else mode = "per-pte";
-    if ((mode === "array" && !hasArray) || (mode === "per-pte" && !hasPte)) {
-      machine.unregisterDevicePagemap(ownerId);
-      throw new HmmError(
-        "EINVAL",
-        `device ${name}: callbackMode '${want}' but plugin '${p.name}' does not implement it`,
-        "BAD_CONFIG",
-      );
-    }
-    const huge = config.pmdCallback !== false && typeof d.mirrorPmd === "function";
-    const dispatcher = new DriverDispatcher(name, p.name, driver as never, mode, huge, stats, (err) =>
-      this.deviceFailed(device!, err),
-    );
-    device = new Device(name, ownerId, p, frozen, memory, stats, context, dispatcher);
     this.devices.set(name, device);
+    this.stats.devices.set(name, stats);
     this.byOwner[ownerId] = device;
+    this.mine.add(device);
     return device;
   }
 
   /** The device called `name`. */
   device(name: string): Device {
+    if (typeof name !== "string") throw badArgument("device", "name", "a device name (a string)", name);
     const d = this.devices.get(name);
     if (d === undefined)
       throw new HmmError(
@@ -203,17 +239,19 @@ export class HmmCore {
 
   /**
    * Remove a device: bring every page it holds home (with its driver's copyFromDevice), drop its
-   * notifiers, call `release`, and forget it (memunmap_pages after evicting every chunk, as the
-   * kernel test driver's dmirror_device_remove_chunks does).
+   * notifiers, forget it (memunmap_pages after evicting every chunk, as the kernel test driver's
+   * dmirror_device_remove_chunks does), then call `release` (with no lock held; the device is
+   * already detached, so operations on it from `release` give ENODEV).
    *
    * If some of its pages cannot come home (system memory is full), nothing is removed: EBUSY
    * names how many, and the device stays attached with its pages (free memory and call again).
    * Frames still held by a migration in flight (paused at a preemption point; it rolls back when
    * it resumes) do not block removal: the result counts them in `framesInUse`, and the device's
-   * pagemap stays registered until the last is freed (the core notices at its next operation).
+   * pagemap stays registered until the last is freed (when that migration ends).
    */
   removeDevice(dev: Device | string): RemoveDeviceResult {
-    const d = typeof dev === "string" ? this.device(dev) : dev;
+    refuseInsideCallback(this.machine, "removeDevice");
+    const d = typeof dev === "string" ? this.device(dev) : this.own("removeDevice", dev);
     if (d.state === "removed") return { framesInUse: d.memory.used };
     this.evacuate(d);
     let stuck = 0;
@@ -228,11 +266,12 @@ export class HmmCore {
     }
     for (const b of d.bindings.values()) b.notifier.remove();
     d.bindings.clear();
-    if (d.state === "active") d.dispatcher.release();
+    const wasActive = d.state === "active";
     d.state = "removed";
     this.devices.delete(d.name);
     this.pendingUnregister.push(d);
     this.unregisterFreed();
+    if (wasActive) d.dispatcher.release();
     return { framesInUse: d.memory.used };
   }
 
@@ -247,6 +286,25 @@ export class HmmCore {
     }
   }
 
+  /** `dev`, if it is a Device of this core (an HmmError EINVAL otherwise). */
+  private own(op: string, dev: unknown): Device {
+    if (dev instanceof Device && this.mine.has(dev)) return dev;
+    if (dev instanceof Device)
+      throw new HmmError(
+        "EINVAL",
+        `${op}: device ${dev.name} belongs to another HmmCore: a device works only with the core that added it`,
+        "FOREIGN_OBJECT",
+      );
+    throw badArgument(op, "dev", "a Device returned by this core's addDevice", dev);
+  }
+
+  /** Checks common to the operations on a device and an address space: the core's own objects. */
+  private enter(op: string, dev: unknown, mm: unknown): { dev: Device; mm: Mm } {
+    refuseInsideCallback(this.machine, op);
+    const d = this.own(op, dev);
+    return { dev: d, mm: checkMm(this.machine, op, mm) };
+  }
+
   /** The live address space with id `id` (the `mmId` every callback gets), if any. */
   mmById(id: number): Mm | undefined {
     for (const mm of this.machine.mms) if (mm.id === id) return mm;
@@ -257,7 +315,12 @@ export class HmmCore {
 
   /** The device's interval notifier on `mm` (created on first use, covering all of user space). */
   bind(dev: Device, mmLike: MmLike): DeviceBinding {
-    const mm = mmOf(mmLike);
+    const e = this.enter("bind", dev, mmLike);
+    this.requireActive(e.dev);
+    return this.bindMm(e.dev, e.mm);
+  }
+
+  private bindMm(dev: Device, mm: Mm): DeviceBinding {
     let b = dev.bindings.get(mm.id);
     if (b !== undefined && !mm.exited) return b;
     if (mm.exited) throw new HmmError("EFAULT", `device ${dev.name}: address space ${mm.id} has exited`);
@@ -278,13 +341,13 @@ export class HmmCore {
    * migration or makeExclusive on that mm binds it again. Nothing happens if it is not bound.
    */
   unbind(dev: Device, mmLike: MmLike): void {
+    const { dev: d, mm } = this.enter("unbind", dev, mmLike);
     this.reap();
-    const mm = mmOf(mmLike);
-    const b = dev.bindings.get(mm.id);
+    const b = d.bindings.get(mm.id);
     if (b === undefined) return;
     b.notifier.remove();
-    dev.bindings.delete(mm.id);
-    if (dev.state === "active") dev.dispatcher.unbind(mm.id);
+    d.bindings.delete(mm.id);
+    if (d.state === "active") d.dispatcher.unbind(mm.id);
   }
 
   private onInvalidate(
@@ -324,7 +387,12 @@ export class HmmCore {
 
   /** A device fault on [start, end) for read or write, run to completion (see deviceFaultSteps). */
   deviceFault(dev: Device, mm: MmLike, start: number, end: number, write: boolean): DeviceFaultResult {
-    return deviceFaultSync(this.faultOp(dev, mm, start, end, write));
+    const op = this.faultOp("deviceFault", dev, mm, start, end, write);
+    try {
+      return deviceFaultSync(op);
+    } finally {
+      this.reap();
+    }
   }
 
   /** Step form of {@link deviceFault}, for the scheduler. */
@@ -335,32 +403,51 @@ export class HmmCore {
     end: number,
     write: boolean,
   ): Steps<DeviceFaultResult> {
-    return deviceFaultSteps(this.faultOp(dev, mm, start, end, write));
+    return this.reapAfter(deviceFaultSteps(this.faultOp("deviceFaultSteps", dev, mm, start, end, write)));
   }
 
-  private faultOp(dev: Device, mmLike: MmLike, start: number, end: number, write: boolean): DeviceFaultOp {
+  private faultOp(
+    name: string,
+    dev: Device,
+    mmLike: MmLike,
+    start: number,
+    end: number,
+    write: boolean,
+  ): DeviceFaultOp {
+    const e = this.enter(name, dev, mmLike);
+    checkRange(name, start, end);
+    checkBoolean(name, "write", write);
     this.reap();
-    this.requireActive(dev);
-    const mm = mmOf(mmLike);
-    const b = this.bind(dev, mm);
-    return new DeviceFaultOp(dev, mm, b.notifier, start, end, write, b.reported);
+    this.requireActive(e.dev);
+    const b = this.bindMm(e.dev, e.mm);
+    return new DeviceFaultOp(e.dev, e.mm, b.notifier, start, end, write, b.reported);
   }
 
   // ---- snapshot -------------------------------------------------------------------------------
 
-  /** The CPU page table of [start, end) as `dev` sees it, without faulting (see snapshotRange). */
+  /**
+   * The CPU page table of [start, end) as `dev` sees it, without faulting (see snapshotRange). At
+   * most SNAPSHOT_MAX_PAGES pages per call.
+   */
   snapshot(dev: Device, mm: MmLike, start: number, end: number): RangeSnapshot {
-    this.reap();
-    dev.stats.snapshots++;
-    return snapshotRange(mmOf(mm), dev.ownerId, start, end);
+    return this.snapshotOp("snapshot", dev, mm, start, end);
   }
 
   /** The snapshot encoded as the kernel test driver's HMM_DMIRROR_PROT_* bytes. */
   snapshotProt(dev: Device, mm: MmLike, start: number, end: number): Uint8Array {
-    const s = this.snapshot(dev, mm, start, end);
+    const s = this.snapshotOp("snapshotProt", dev, mm, start, end);
     const out = new Uint8Array(s.flags.length);
     for (let i = 0; i < out.length; i++) out[i] = hmmFlagsToProt(s.flags[i]);
     return out;
+  }
+
+  private snapshotOp(name: string, dev: Device, mmLike: MmLike, start: number, end: number): RangeSnapshot {
+    const e = this.enter(name, dev, mmLike);
+    checkRange(name, start, end);
+    checkSnapshotSize(name, start, end);
+    this.reap();
+    e.dev.stats.snapshots++;
+    return snapshotRange(e.mm, e.dev.ownerId, start, end);
   }
 
   // ---- exclusive access ----------------------------------------------------------------------
@@ -375,21 +462,27 @@ export class HmmCore {
    * page as it goes.
    */
   makeExclusive(dev: Device, mmLike: MmLike, start: number, end: number): number {
+    const e = this.enter("makeExclusive", dev, mmLike);
+    checkRange("makeExclusive", start, end);
     this.reap();
-    this.requireActive(dev);
-    const mm = mmOf(mmLike);
-    checkRange("make exclusive", start, end);
+    this.requireActive(e.dev);
+    const mm = e.mm;
+    const d = e.dev;
     if (mm.exited) throw new HmmError("EFAULT", `make exclusive: address space ${mm.id} has exited`);
-    const reported = this.bind(dev, mm).reported;
+    const reported = this.bindMm(d, mm).reported;
     const pfn = new Int32Array(1);
     const flags = new Int32Array([HMM_PFN_VALID | HMM_PFN_WRITE | HMM_PFN_EXCLUSIVE]);
     let n = 0;
-    for (let va = start; va < end; va += PAGE_SIZE) {
-      pfn[0] = makeDeviceExclusive(mm, va, dev.ownerId);
-      dev.stats.exclusivePages++;
-      reported.add(Math.floor(va / HPAGE_PMD_SIZE));
-      if (!dev.dispatcher.mirrorRange(mm.id, va, 1, pfn, 0, flags, 0)) throw dev.dispatcher.failure!;
-      n++;
+    try {
+      for (let va = start; va < end; va += PAGE_SIZE) {
+        pfn[0] = makeDeviceExclusive(mm, va, d.ownerId);
+        d.stats.exclusivePages++;
+        reported.add(Math.floor(va / HPAGE_PMD_SIZE));
+        if (!d.dispatcher.mirrorRange(mm.id, va, 1, pfn, 0, flags, 0)) throw d.dispatcher.failure!;
+        n++;
+      }
+    } finally {
+      this.reap();
     }
     return n;
   }
@@ -398,46 +491,83 @@ export class HmmCore {
 
   /** Migrate [start, end) to `dev`'s memory (see migrateToDeviceSteps). */
   migrateToDevice(dev: Device, mm: MmLike, start: number, end: number): MigrateResult {
-    return runSteps(this.migrateToDeviceSteps(dev, mm, start, end));
+    return runSteps(this.migrateToDeviceOp("migrateToDevice", dev, mm, start, end));
   }
 
   /** Step form of {@link migrateToDevice}. */
   migrateToDeviceSteps(dev: Device, mmLike: MmLike, start: number, end: number): Steps<MigrateResult> {
+    return this.migrateToDeviceOp("migrateToDeviceSteps", dev, mmLike, start, end);
+  }
+
+  private migrateToDeviceOp(
+    name: string,
+    dev: Device,
+    mmLike: MmLike,
+    start: number,
+    end: number,
+  ): Steps<MigrateResult> {
+    const e = this.enter(name, dev, mmLike);
+    checkRange(name, start, end);
     this.reap();
-    this.requireActive(dev);
-    const mm = mmOf(mmLike);
-    this.bind(dev, mm);
-    return migrateToDeviceSteps(
-      { evictFor: (d) => this.evict(d, this.config.evictBatchPages) > 0 },
-      dev,
-      mm,
-      start,
-      end,
+    this.requireActive(e.dev);
+    this.bindMm(e.dev, e.mm);
+    return this.reapAfter(
+      migrateToDeviceSteps(
+        { evictFor: (d) => this.evict(d, this.config.evictBatchPages) > 0 },
+        e.dev,
+        e.mm,
+        start,
+        end,
+      ),
     );
   }
 
   /** Bring `dev`'s pages in [start, end) back to system memory. */
   migrateToRam(dev: Device, mm: MmLike, start: number, end: number): MigrateResult {
-    return runSteps(this.migrateToRamSteps(dev, mm, start, end));
+    return runSteps(this.migrateToRamOp("migrateToRam", dev, mm, start, end));
   }
 
   /** Step form of {@link migrateToRam}. */
   migrateToRamSteps(dev: Device, mmLike: MmLike, start: number, end: number): Steps<MigrateResult> {
+    return this.migrateToRamOp("migrateToRamSteps", dev, mmLike, start, end);
+  }
+
+  private migrateToRamOp(
+    name: string,
+    dev: Device,
+    mmLike: MmLike,
+    start: number,
+    end: number,
+  ): Steps<MigrateResult> {
+    const e = this.enter(name, dev, mmLike);
+    checkRange(name, start, end);
     this.reap();
-    return migrateToRamSteps(dev, mmOf(mmLike), start, end);
+    return this.reapAfter(migrateToRamSteps(e.dev, e.mm, start, end));
   }
 
   /** Evict up to `npages` of `dev`'s oldest pages to system memory; returns how many moved. */
   evict(dev: Device, npages: number): number {
+    refuseInsideCallback(this.machine, "evict");
+    const d = this.own("evict", dev);
+    checkInteger("evict", "npages", npages, 0, d.memory.npages);
     let moved = 0;
-    for (const dpfn of dev.memory.oldestInUse(npages)) {
-      const at = this.findInstalled(dev, dpfn);
+    for (const dpfn of d.memory.oldestInUse(npages)) {
+      const at = this.findInstalled(d, dpfn);
       if (at === null) continue;
-      const r = migrateBack(dev, at.mm, at.va, at.va + PAGE_SIZE);
+      const r = migrateBack(d, at.mm, at.va, at.va + PAGE_SIZE);
       moved += r.migrated;
-      dev.stats.evictions += r.migrated;
+      d.stats.evictions += r.migrated;
     }
     return moved;
+  }
+
+  /** `steps`, with the failed devices reaped when it ends (returns or throws). */
+  private *reapAfter<T>(steps: Steps<T>): Steps<T> {
+    try {
+      return yield* steps;
+    } finally {
+      this.reap();
+    }
   }
 
   /** Where device frame `dpfn` is mapped now: the recorded place, or any live mm mapping it there. */
@@ -474,19 +604,32 @@ export class HmmCore {
   // ---- fault containment ----------------------------------------------------------------------
 
   private deviceFailed(dev: Device, err: DriverError): void {
+    // A failure in `release` (the device is already detached) is recorded, nothing more.
+    if (dev.state === "removed") dev.failure ??= err;
     if (dev.state !== "active") return;
     dev.state = "failed";
     dev.failure = err;
     this.reapQueue.push(dev);
-    // Inside an invalidation the page tables are mid-change: finish when the operation is done.
-    if (this.notifierDepth === 0) this.reap();
-    else this.machine.defer(() => this.reap());
+    // Inside an invalidation the page tables are mid-change: finish when the operation is done
+    // (the machine's next safe point, or the end of the core operation in progress).
+    if (this.notifierDepth > 0) {
+      this.machine.defer(() => this.reap());
+      return;
+    }
+    try {
+      this.reap();
+    } catch (e) {
+      // Out of stack (a driver that failed deep in a recursion): finish at the next safe point.
+      if (!(e instanceof RangeError)) throw e;
+      this.machine.defer(() => this.reap());
+    }
   }
 
   /**
    * Finish detaching failed devices: bring their pages home with the core's own copy, drop their
    * notifiers. Runs as soon as the failure is seen, or, for a failure inside an invalidation, when
-   * the memory operation that sent it has finished; every core operation also starts with it.
+   * the memory operation that sent it has finished; every core operation also starts and ends
+   * with it. A device leaves the queue only once it is fully detached.
    */
   reap(): void {
     if (this.notifierDepth > 0 || this.reaping) return;
@@ -494,10 +637,11 @@ export class HmmCore {
     this.reaping = true;
     try {
       while (this.reapQueue.length > 0) {
-        const dev = this.reapQueue.shift()!;
+        const dev = this.reapQueue[0];
         this.evacuate(dev);
         for (const b of dev.bindings.values()) b.notifier.remove();
         dev.bindings.clear();
+        this.reapQueue.shift();
       }
     } finally {
       this.reaping = false;
@@ -511,8 +655,19 @@ export class HmmCore {
 
   // ---- inspection -----------------------------------------------------------------------------
 
-  /** The translations `dev`'s driver holds now. */
+  /** The translations `dev`'s driver holds now (see translationLimit). */
   translations(dev: Device): DeviceTranslation[] {
-    return dev.dispatcher.translations();
+    refuseInsideCallback(this.machine, "translations");
+    return this.own("translations", dev).dispatcher.translations();
+  }
+
+  /**
+   * The most translations `dev` can hold: one per page of every VMA of the address spaces it is
+   * bound to, plus TRANSLATIONS_MARGIN. A driver reporting more has a runaway iterator.
+   */
+  private translationLimit(dev: Device): number {
+    let pages = 0;
+    for (const b of dev.bindings.values()) for (const v of b.mm.vmas) pages += v.pages;
+    return pages + TRANSLATIONS_MARGIN;
   }
 }

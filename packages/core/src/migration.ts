@@ -111,45 +111,48 @@ function* migrateToDeviceLocked(
     const args = new MigrateVma(mm, a, b, dev.ownerId, MIGRATE_VMA_SELECT_SYSTEM);
     migrateVmaSetup(args);
     res.selected += args.cpages;
-    yield "migrate:collected";
-    // The device may have failed or been removed while this thread was preempted.
-    let failed = dev.state !== "active";
-    for (let i = 0; i < args.npages && !failed; i++) {
-      if (!(args.srcFlags[i] & MIGRATE_PFN_MIGRATE)) continue;
-      // An injected failure skips the page as dmirror_migrate_alloc_and_copy does when
-      // dmirror_devmem_alloc_page fails (HMM_DMIRROR_FLAG_FAIL_ALLOC): no eviction is tried.
-      const injected = dev.takeAllocFailure();
-      let dpfn = injected ? -1 : dev.memory.alloc();
-      if (dpfn < 0 && !injected && dev.config.evictOnPressure !== false && host.evictFor(dev))
-        dpfn = dev.memory.alloc();
-      if (dpfn < 0) {
-        res.allocFailed++; // no room: this page stays in system memory
-        continue;
+    // From setup to finalize the pages are locked behind migration entries: whatever ends this
+    // piece early (a driver failure, the device failing or being removed while preempted, an
+    // exception, or the scheduler abandoning this thread) must restore every source.
+    let done = false;
+    try {
+      yield "migrate:collected";
+      // The device may have failed or been removed while this thread was preempted.
+      let failed = dev.state !== "active";
+      for (let i = 0; i < args.npages && !failed; i++) {
+        if (!(args.srcFlags[i] & MIGRATE_PFN_MIGRATE)) continue;
+        // An injected failure skips the page as dmirror_migrate_alloc_and_copy does when
+        // dmirror_devmem_alloc_page fails (HMM_DMIRROR_FLAG_FAIL_ALLOC): no eviction is tried.
+        const injected = dev.takeAllocFailure();
+        let dpfn = injected ? -1 : dev.memory.alloc();
+        if (dpfn < 0 && !injected && dev.config.evictOnPressure !== false && host.evictFor(dev))
+          dpfn = dev.memory.alloc();
+        if (dpfn < 0) {
+          res.allocFailed++; // no room: this page stays in system memory
+          continue;
+        }
+        args.dst[i] = dpfn;
+        const va = a + i * PAGE_SIZE;
+        const spfn = args.srcFlags[i] & MIGRATE_PFN_VALID ? args.src[i] : -1;
+        if (!dev.dispatcher.copyToDevice(mm.id, va, spfn, dpfn)) {
+          failed = true;
+          break;
+        }
+        args.dstFlags[i] = MIGRATE_PFN_VALID | MIGRATE_PFN_DEVICE;
       }
-      const va = a + i * PAGE_SIZE;
-      const spfn = args.srcFlags[i] & MIGRATE_PFN_VALID ? args.src[i] : -1;
-      if (!dev.dispatcher.copyToDevice(mm.id, va, spfn, dpfn)) {
-        dev.memory.put(dpfn);
-        failed = true;
-        break;
-      }
-      args.dst[i] = dpfn;
-      args.dstFlags[i] = MIGRATE_PFN_VALID | MIGRATE_PFN_DEVICE;
-    }
-    yield "migrate:copied";
-    if (failed || dev.state !== "active") {
-      // The driver failed mid-copy, or the device failed or was removed meanwhile (its pagemap
-      // may be gone): nothing of this piece migrates; every source is restored.
-      for (let i = 0; i < args.npages; i++) {
-        if (args.dst[i] >= 0) dev.memory.put(args.dst[i]);
-        args.dst[i] = -1;
-      }
+      yield "migrate:copied";
+      if (failed || dev.state !== "active")
+        throw (
+          dev.failure ?? dev.dispatcher.failure ?? new HmmError("ENODEV", `device ${dev.name} was removed`)
+        );
       migrateVmaPages(args);
       migrateVmaFinalize(args);
-      throw dev.failure ?? dev.dispatcher.failure ?? new HmmError("ENODEV", `device ${dev.name} was removed`);
+      done = true;
+    } finally {
+      // The driver failed mid-copy, or the device failed or was removed meanwhile (its pagemap
+      // may be gone): nothing of this piece migrates; every source is restored.
+      if (!done) rollback(dev, args);
     }
-    migrateVmaPages(args);
-    migrateVmaFinalize(args);
     // Remember where each migrated device frame lives (for eviction, and for bringing it home if
     // the driver fails while the pages are reported), count it, and turn dstFlags into its HMM
     // flags: 0 for an entry that did not migrate.
@@ -191,6 +194,17 @@ function* migrateToDeviceLocked(
     }
   }
   return res;
+}
+
+/** Undo a piece of migration to the device: free its device frames and restore every source. */
+function rollback(dev: Device, args: MigrateVma): void {
+  for (let i = 0; i < args.npages; i++) {
+    if (args.dst[i] >= 0) dev.memory.put(args.dst[i]);
+    args.dst[i] = -1;
+    args.dstFlags[i] = 0;
+  }
+  migrateVmaPages(args);
+  migrateVmaFinalize(args);
 }
 
 /**

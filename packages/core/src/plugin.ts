@@ -35,12 +35,75 @@ const CALLBACKS = [
   "translations",
 ];
 
+/** tsyringe's metadata key for `@inject(TOKEN)` on constructor parameters. */
+const INJECTION_TOKENS = "injectionTokens";
+
+type Metadata = {
+  getOwnMetadata?(key: string, target: object): unknown;
+  getMetadata?(key: string, target: object): unknown;
+};
+
+function ownTokens(cls: object): Record<string, unknown> {
+  const r = (Reflect as unknown as Metadata).getOwnMetadata?.(INJECTION_TOKENS, cls);
+  return typeof r === "object" && r !== null ? (r as Record<string, unknown>) : {};
+}
+
+/** Parameter names of a class's own constructor, from its source (best effort, for messages). */
+function paramNames(cls: object): string[] {
+  try {
+    const m = /constructor\s*\(([^)]*)\)/.exec(Function.prototype.toString.call(cls));
+    return m ? m[1].split(",").map((x) => x.replace(/=.*$/s, "").trim()) : [];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * What tsyringe would get wrong constructing `driver`: it passes constructor parameters only by
+ * `@inject(TOKEN)` (or emitted `design:paramtypes`), and calls a class whose constructor declares
+ * no parameter with `new X()`. A parameter without a token, or a subclass without its own
+ * injections whose base class needs them, would construct a driver with `undefined` services.
+ */
+function injectionProblems(driver: DriverClass): string[] {
+  const out: string[] = [];
+  const tokens = ownTokens(driver);
+  const types = (Reflect as unknown as Metadata).getMetadata?.("design:paramtypes", driver);
+  const typed = Array.isArray(types) ? types : [];
+  const n = driver.length;
+  const names = paramNames(driver);
+  for (let i = 0; i < n; i++) {
+    const t = typed[i];
+    if (!(String(i) in tokens) && (typeof t !== "function" || t === Object))
+      out.push(
+        `driver class ${driver.name}: constructor parameter ${i} (${names[i] || "unnamed"}) has no @inject(TOKEN): tsyringe cannot know what to pass`,
+      );
+  }
+  if (n === 0 && Object.keys(tokens).length === 0) {
+    for (
+      let base = Object.getPrototypeOf(driver);
+      typeof base === "function" && base !== Function.prototype;
+      base = Object.getPrototypeOf(base)
+    ) {
+      const bt = Object.keys(ownTokens(base));
+      if (bt.length === 0) continue;
+      const bn = paramNames(base);
+      const list = bt.map((i) => `${i} (${bn[Number(i)] || "unnamed"})`).join(", ");
+      out.push(
+        `driver class ${driver.name} has no constructor injections of its own, but its base class ${base.name} takes injected parameters ${list}: tsyringe would call new ${driver.name}() and pass nothing; give ${driver.name} @injectable() and a constructor with @inject(TOKEN) on each parameter`,
+      );
+      break;
+    }
+  }
+  return out;
+}
+
 /**
  * Check a plugin descriptor as loaded from `source` (a package name or a file path) and return it
  * typed. Throws PluginError listing every problem: missing fields, an API version this core cannot
  * run, an unknown design, a driver that is not a class (e.g. an arrow function), or a driver
  * prototype without the required callbacks (invalidate, copyToDevice, copyFromDevice,
- * translations, and mirrorPte or mirrorPtes).
+ * translations, and mirrorPte or mirrorPtes), a constructor parameter without `@inject(TOKEN)`,
+ * a subclass that lost its base class's injections, or `configKeys` that is not a string list.
  */
 export function validatePlugin(candidate: unknown, source = "<inline>"): HmmPlugin {
   const problems: string[] = [];
@@ -85,6 +148,14 @@ export function validatePlugin(candidate: unknown, source = "<inline>"): HmmPlug
       if (/^mirror/.test(key) && !CALLBACKS.includes(key))
         problems.push(`driver method '${key}' is not part of the contract (typo?)`);
     }
+    problems.push(...injectionProblems(p.driver as DriverClass));
+  }
+  if (p.configKeys !== undefined) {
+    const keys = p.configKeys;
+    if (!Array.isArray(keys) || !keys.every((k) => typeof k === "string" && k.length > 0))
+      problems.push(
+        "'configKeys' must be an array of non-empty strings (the device config keys the driver reads)",
+      );
   }
   if (problems.length > 0) throw new PluginError(label, problems);
   return candidate as HmmPlugin;

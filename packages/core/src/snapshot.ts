@@ -6,12 +6,14 @@ import {
   ENTRY_PROTNONE,
   ENTRY_WRITE,
   entryOwner,
+  hex,
   type Mm,
   PAGE_SIZE,
   PageTableCursor,
   SEG_HUGE,
   SEG_TABLE,
 } from "@hmmkit/mm";
+import { HmmError } from "./errors.js";
 import {
   HMM_PFN_ERROR,
   HMM_PFN_EXCLUSIVE,
@@ -22,6 +24,23 @@ import {
   hmmFlagsOfPresent,
 } from "./flags.js";
 import { checkRange } from "./range.js";
+
+/**
+ * Most pages one snapshot call may cover: 2^20 (4 GiB of address space, 8 MiB of result arrays).
+ * Snapshot a larger range in pieces.
+ */
+export const SNAPSHOT_MAX_PAGES = 2 ** 20;
+
+/** EINVAL if [start, end) has more than SNAPSHOT_MAX_PAGES pages. */
+export function checkSnapshotSize(op: string, start: number, end: number): void {
+  const n = (end - start) / PAGE_SIZE;
+  if (n > SNAPSHOT_MAX_PAGES)
+    throw new HmmError(
+      "EINVAL",
+      `${op}: [${hex(start)}, ${hex(end)}) is ${n} pages, more than the ${SNAPSHOT_MAX_PAGES} one call may cover (${(SNAPSHOT_MAX_PAGES * PAGE_SIZE) / 2 ** 30} GiB): snapshot it in pieces`,
+      "RANGE_TOO_LARGE",
+    );
+}
 
 /** A snapshot of a range: per page, the frame (or -1) and the HMM_PFN_* flags. */
 export interface RangeSnapshot {
@@ -40,6 +59,7 @@ export interface RangeSnapshot {
  */
 export function snapshotRange(mm: Mm, owner: number, start: number, end: number): RangeSnapshot {
   checkRange("snapshot", start, end);
+  checkSnapshotSize("snapshot", start, end);
   const n = (end - start) / PAGE_SIZE;
   const pfns = new Int32Array(n).fill(-1);
   const flags = new Int32Array(n);

@@ -74,19 +74,18 @@ describe("dependency injection", () => {
     // Services of the root container reach the driver through its child container.
     expect(drv.machine).toBe(machine);
     expect(drv.hmmStats).toBe(core.stats);
-    // The DMA engine moves bytes between system frames and this device's frames.
+    // The DMA engine moves bytes between system frames and this device's frames, inside the
+    // copy callbacks of a migration.
     const p = machine.createProcess();
     const a = mmapPrivate(p, PAGE);
     p.write(a, new Uint8Array([9, 8, 7]));
-    const pfn = p.lastPfn;
-    const dpfn = drv.ctx.memory.alloc();
-    drv.ctx.dma.systemToDevice(pfn, dpfn);
+    expect(core.migrateToDevice(dev, p, a, a + PAGE).migrated).toBe(1);
+    const dpfn = drv.copiesToDevice[0].dpfn;
     const out = new Uint8Array(3);
     drv.ctx.memory.content.readBytes(dpfn, 0, out, 0, 3);
     expect(Array.from(out)).toEqual([9, 8, 7]);
-    drv.ctx.dma.zeroDevicePage(dpfn);
-    expect(drv.ctx.memory.content.hash(dpfn)).toBe(0);
-    drv.ctx.memory.put(dpfn);
+    expect(Array.from(p.read(a, 3))).toEqual([9, 8, 7]);
+    expect(drv.copiesFromDevice).toHaveLength(1);
   });
 
   it("each device gets its own child container: two devices of the same plugin get different contexts", () => {
@@ -151,7 +150,9 @@ describe("dependency injection", () => {
     const e2 = thrown(() =>
       core.addDevice(fakePlugin(UndecoratedFakeDriver, "undecorated-fake"), { name: "gpu0" }),
     );
-    expect((e2 as Error).message).toContain("could not construct driver for gpu0");
+    expect((e2 as Error).message).toContain(
+      "driver class UndecoratedFakeDriver: constructor parameter 0 (ctx) has no @inject(TOKEN)",
+    );
     expect(core.devices.size).toBe(0);
     // No pagemap owner leaked: 255 owners are still available (the 256th registration fails).
     for (let i = 0; i < 255; i++) machine.registerDevicePagemap({ name: `x${i}` } as never);

@@ -405,7 +405,103 @@ export class ThrowingFakeDriver extends MirrorFakeBase {
   }
 }
 
+/** Device config keys the fakes read (declared by their plugins; any other key is refused). */
+export const FAKE_CONFIG_KEYS = ["throwIn", "throwAfter", "eraseOnCopyBack", "tlbEntries", "vendor", "lane"];
+
 /** A plugin descriptor for a fake driver class. */
 export function fakePlugin(driver: HmmPlugin["driver"], name = "recording-fake"): HmmPlugin {
-  return { name, apiVersion: HMM_API_VERSION, design: "per-pte", driver };
+  return { name, apiVersion: HMM_API_VERSION, design: "per-pte", driver, configKeys: FAKE_CONFIG_KEYS };
+}
+
+/** What a HostileFakeDriver does in its armed callback: throw, return something, or re-enter. */
+export type HostileAct = (drv: HostileFakeDriver, args: readonly number[]) => unknown;
+
+/**
+ * A deliberately broken driver: a correct mirror (as RecordingFakeDriver) whose callbacks can be
+ * armed with a HostileAct (`arm(callback, act, after)`): after `after` clean calls the act runs
+ * inside the callback, before its normal work. What the act returns, the callback returns (a
+ * Promise, a thenable); what it throws, the callback throws. Tests use it for unprintable throws,
+ * stack overflows, async callbacks, re-entry and DMA misuse.
+ */
+@injectable()
+export class HostileFakeDriver extends MirrorFakeBase {
+  private armed: { cb: string; act: HostileAct; after: number; times: number } | null = null;
+  private readonly counts = new Map<string, number>();
+  /** Calls in which the act ran. */
+  acted = 0;
+
+  constructor(
+    @inject(TOKENS.DeviceContext) ctx: DeviceContext,
+    @inject(TOKENS.DeviceConfig) config: DeviceConfig,
+  ) {
+    super(ctx, config);
+  }
+
+  /** Run `act` in callback `cb` after `after` clean calls, `times` times (default: every call). */
+  arm(cb: string, act: HostileAct, after = 0, times = Number.POSITIVE_INFINITY): this {
+    this.armed = { cb, act, after, times };
+    this.counts.clear();
+    return this;
+  }
+
+  disarm(): void {
+    this.armed = null;
+  }
+
+  private act(cb: string, args: readonly number[]): unknown {
+    const a = this.armed;
+    if (a === null || a.cb !== cb) return undefined;
+    const n = (this.counts.get(cb) ?? 0) + 1;
+    this.counts.set(cb, n);
+    if (n <= a.after || n > a.after + a.times) return undefined;
+    this.acted++;
+    return a.act(this, args);
+  }
+
+  mirrorPte(mmId: number, va: number, pfn: number, flags: number): unknown {
+    const r = this.act("mirrorPte", [mmId, va, pfn, flags]);
+    this.recordPte(mmId, va, pfn, flags);
+    return r;
+  }
+  mirrorPmd(mmId: number, va: number, pfn: number, flags: number): unknown {
+    const r = this.act("mirrorPmd", [mmId, va, pfn, flags]);
+    this.recordPmd(mmId, va, pfn, flags);
+    return r;
+  }
+  mirrorPtes(mmId: number, va: number, count: number, pfns: Int32Array, flags: Int32Array): unknown {
+    const r = this.act("mirrorPtes", [mmId, va, count]);
+    this.recordPtes(mmId, va, count, pfns, flags);
+    return r;
+  }
+  override invalidate(
+    mmId: number,
+    start: number,
+    end: number,
+    event: MmuNotifyEvent,
+    owner: number | null,
+  ): unknown {
+    const r = this.act("invalidate", [mmId, start, end, event, owner ?? -1]);
+    super.invalidate(mmId, start, end, event, owner);
+    return r;
+  }
+  override copyToDevice(mmId: number, va: number, spfn: number, dpfn: number): unknown {
+    const r = this.act("copyToDevice", [mmId, va, spfn, dpfn]);
+    super.copyToDevice(mmId, va, spfn, dpfn);
+    return r;
+  }
+  override copyFromDevice(mmId: number, va: number, dpfn: number, spfn: number): unknown {
+    const r = this.act("copyFromDevice", [mmId, va, dpfn, spfn]);
+    super.copyFromDevice(mmId, va, dpfn, spfn);
+    return r;
+  }
+  override release(): unknown {
+    const r = this.act("release", []);
+    super.release();
+    return r;
+  }
+  override translations(): Iterable<DeviceTranslation> {
+    const r = this.act("translations", []);
+    if (r !== undefined) return r as Iterable<DeviceTranslation>;
+    return super.translations();
+  }
 }

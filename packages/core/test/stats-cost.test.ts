@@ -179,7 +179,9 @@ describe("cost model", () => {
     expect(bad({ pageMapUs: Number.NaN })).toMatch(/'pageMapUs'.*NaN/);
     expect(bad({ callbackNs: Number.POSITIVE_INFINITY })).toMatch(/'callbackNs'/);
     expect(bad({ hostToDeviceGBps: 0 })).toMatch(/'hostToDeviceGBps' must be positive/);
-    expect(() => makeSystem({}, { cost: { overrides: { bogus: 1 } } })).toThrow(/unknown constant 'bogus'/);
+    expect(() => makeSystem({}, { cost: { overrides: { bogus: 1 } } })).toThrow(
+      /createHmm options 'cost': unknown key 'overrides.bogus'; known keys: faultServiceUs/,
+    );
   });
 
   it("a run's counters give a cost that grows with the work done", () => {

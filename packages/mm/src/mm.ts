@@ -35,6 +35,7 @@ import {
 import { changeProtection } from "./mprotect.js";
 import { MmuNotifierSubscriptions, MmuNotifyEvent } from "./notifier.js";
 import { PageTable } from "./page-table.js";
+import { checkReentry } from "./reentry.js";
 import { ShmemObject } from "./shmem.js";
 import { splitHugePmd } from "./thp.js";
 import {
@@ -131,8 +132,12 @@ export class Mm {
     else this.rssAnon -= n;
   }
 
-  /** Run a syscall, then the machine's deferred work (the syscall's end is a safe point). */
-  private atSafePoint<T>(op: () => T): T {
+  /**
+   * Run syscall `name`, then the machine's deferred work (the syscall's end is a safe point). A
+   * re-entry guard (see setReentryGuard) may refuse it before anything runs.
+   */
+  private atSafePoint<T>(op: () => T, name = "a memory syscall"): T {
+    checkReentry(this.machine, name);
     try {
       return op();
     } finally {
@@ -153,7 +158,7 @@ export class Mm {
 
   /** mmap(2) of anonymous memory; returns the start address. */
   mmap(opts: MmapOptions): number {
-    return this.atSafePoint(() => this.mmapOp(opts));
+    return this.atSafePoint(() => this.mmapOp(opts), "mmap");
   }
 
   private mmapOp(opts: MmapOptions): number {
@@ -270,7 +275,7 @@ export class Mm {
 
   /** munmap(2). Holes in the range are ignored, as in Linux. */
   munmap(addr: number, length: number): void {
-    this.atSafePoint(() => this.munmapOp(addr, length));
+    this.atSafePoint(() => this.munmapOp(addr, length), "munmap");
   }
 
   private munmapOp(addr: number, length: number): void {
@@ -368,7 +373,7 @@ export class Mm {
    * as in Linux. A zero length succeeds without doing anything.
    */
   mprotect(addr: number, length: number, prot: number): void {
-    this.atSafePoint(() => this.mprotectOp(addr, length, prot));
+    this.atSafePoint(() => this.mprotectOp(addr, length, prot), "mprotect");
   }
 
   private mprotectOp(addr: number, length: number, prot: number): void {
@@ -427,7 +432,7 @@ export class Mm {
    * mapped part of the range; if the range had a hole the call then fails with ENOMEM, as in Linux.
    */
   madvise(addr: number, length: number, advice: number): void {
-    this.atSafePoint(() => this.madviseOp(addr, length, advice));
+    this.atSafePoint(() => this.madviseOp(addr, length, advice), "madvise");
   }
 
   private madviseOp(addr: number, length: number, advice: number): void {
@@ -477,7 +482,7 @@ export class Mm {
    * address space, then all mappings are unmapped and all page tables freed.
    */
   exit(): void {
-    this.atSafePoint(() => this.exitOp());
+    this.atSafePoint(() => this.exitOp(), "exit");
   }
 
   private exitOp(): void {

@@ -12,6 +12,7 @@ import { FAULT_FLAG_WRITE, handleMmFault, VM_FAULT_OOM, VM_FAULT_RETRY } from ".
 import { dupMm } from "./fork.js";
 import type { Machine } from "./machine.js";
 import type { Mm } from "./mm.js";
+import { checkReentry } from "./reentry.js";
 import { badArgument, checkIntegerIn, checkUnsigned, isUserAddress } from "./validate.js";
 
 /** Result codes of {@link Process.accessPage}. */
@@ -68,6 +69,7 @@ export class Process {
   /** fork(): a child process with a copy-on-write copy of this address space. */
   fork(): Process {
     if (this.exited) throw new MmError("EINVAL", `fork: process ${this.pid} has exited`);
+    checkReentry(this.machine, "fork");
     const child = new Process(this.machine, this.machine.newPid(), this.machine.newMm(), this);
     try {
       dupMm(this.mm, child.mm);
@@ -128,6 +130,7 @@ export class Process {
         this.machine.stats.segv++;
         return ACCESS_SEGV_ACCERR;
       }
+      checkReentry(this.machine, `a CPU ${write ? "write" : "read"} fault at ${hex(va)}`);
       this.minorFaults++;
       const r = handleMmFault(mm, vma, va, write ? FAULT_FLAG_WRITE : 0);
       this.machine.runDeferred();
