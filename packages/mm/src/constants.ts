@@ -41,15 +41,18 @@ export const MADV_DONTNEED = 4;
 export const MADV_HUGEPAGE = 14;
 export const MADV_NOHUGEPAGE = 15;
 
-/** Round `x` down to a multiple of the power of two `align` (works above 2^32). */
+/**
+ * Round the non-negative `x` down to a multiple of the power of two `align` (exact up to 2^53).
+ * Addresses pass 2^32, where `%` on doubles is a call to fmod; dividing by a power of two and
+ * flooring is exact and stays in registers.
+ */
 export function alignDown(x: number, align: number): number {
-  return x - (x % align);
+  return Math.floor(x / align) * align;
 }
 
-/** Round `x` up to a multiple of the power of two `align` (works above 2^32). */
+/** Round the non-negative `x` up to a multiple of the power of two `align` (exact up to 2^53). */
 export function alignUp(x: number, align: number): number {
-  const r = x % align;
-  return r === 0 ? x : x + (align - r);
+  return Math.ceil(x / align) * align;
 }
 
 /** Format an address the way kernel logs do, with a 0x prefix and `_` every 4 hex digits. */

@@ -1,5 +1,5 @@
 import { anonVmaPrepare } from "./anon-vma.js";
-import { alignDown, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE } from "./constants.js";
+import { alignDown, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE, PTRS_PER_TABLE } from "./constants.js";
 import {
   ENTRY_DEVICE_EXCLUSIVE,
   ENTRY_DEVICE_PRIVATE,
@@ -51,30 +51,15 @@ export function handleMmFault(mm: Mm, vma: Vma, addr: number, fflags: number): n
   stats.faults++;
   const write = (fflags & FAULT_FLAG_WRITE) !== 0;
   const pt = mm.pt;
-  const haddr = alignDown(addr, HPAGE_PMD_SIZE);
   const slot = pt.pmdSlotAlloc(addr);
   if (pt.pmdChild[slot] === 0) {
-    const pmdFlags = pt.pmdFlags[slot];
-    const kind = pmdFlags & ENTRY_KIND_MASK;
-    if (kind === ENTRY_NONE) {
-      if (thpSuitable(mm, vma, addr)) {
-        const r = doHugePmdAnonymousPage(mm, vma, slot, haddr, write);
-        if (r !== VM_FAULT_FALLBACK) return r;
-      }
-    } else if (kind === ENTRY_PRESENT) {
-      if (!write || pmdFlags & ENTRY_WRITE) {
-        pt.setPmdFlags(slot, pmdFlags | ENTRY_YOUNG | (write ? ENTRY_DIRTY : 0));
-        return VM_FAULT_OK;
-      }
-      const r =
-        pmdFlags & ENTRY_ZERO ? doHugeZeroWpPmd(mm, vma, slot, haddr) : doHugePmdWpPage(mm, vma, slot, haddr);
-      if (r !== VM_FAULT_FALLBACK) return r;
-    } else if (kind === ENTRY_MIGRATION) {
-      stats.faultMigrationWait++;
-      return VM_FAULT_RETRY;
-    }
+    const r = hugePmdFault(mm, vma, addr, slot, write);
+    if (r !== VM_FAULT_FALLBACK) return r;
   }
-  const pos = pt.ptePosAlloc(addr);
+  // The PTE under the slot found above (ptePosAlloc without walking the upper levels again).
+  let leaf = pt.pmdChild[slot] - 1;
+  if (leaf < 0) leaf = pt.allocLeaf(slot);
+  const pos = leaf * PTRS_PER_TABLE + (Math.floor(addr / PAGE_SIZE) & (PTRS_PER_TABLE - 1));
   const flags = pt.pteFlags[pos];
   switch (flags & ENTRY_KIND_MASK) {
     case ENTRY_NONE:
@@ -100,6 +85,33 @@ export function handleMmFault(mm: Mm, vma: Vma, addr: number, fflags: number): n
     default:
       return VM_FAULT_SIGBUS;
   }
+}
+
+/**
+ * The PMD level of handle_mm_fault (__handle_mm_fault's pmd_none / pmd_trans_huge cases) when the
+ * slot holds no leaf table; VM_FAULT_FALLBACK continues at PTE level. Kept out of handleMmFault
+ * so that the common 4 KiB path stays small.
+ */
+function hugePmdFault(mm: Mm, vma: Vma, addr: number, slot: number, write: boolean): number {
+  const pt = mm.pt;
+  const pmdFlags = pt.pmdFlags[slot];
+  const kind = pmdFlags & ENTRY_KIND_MASK;
+  const haddr = alignDown(addr, HPAGE_PMD_SIZE);
+  if (kind === ENTRY_NONE) {
+    if (thpSuitable(mm, vma, addr)) return doHugePmdAnonymousPage(mm, vma, slot, haddr, write);
+  } else if (kind === ENTRY_PRESENT) {
+    if (!write || pmdFlags & ENTRY_WRITE) {
+      pt.setPmdFlags(slot, pmdFlags | ENTRY_YOUNG | (write ? ENTRY_DIRTY : 0));
+      return VM_FAULT_OK;
+    }
+    return pmdFlags & ENTRY_ZERO
+      ? doHugeZeroWpPmd(mm, vma, slot, haddr)
+      : doHugePmdWpPage(mm, vma, slot, haddr);
+  } else if (kind === ENTRY_MIGRATION) {
+    mm.machine.stats.faultMigrationWait++;
+    return VM_FAULT_RETRY;
+  }
+  return VM_FAULT_FALLBACK;
 }
 
 /** Flags of a new present entry in `vma`: writable and dirty when the VMA is writable. */
@@ -241,7 +253,10 @@ function wpPageCopy(mm: Mm, vma: Vma, addr: number, pos: number): number {
     return VM_FAULT_OOM;
   }
   const page = alignDown(addr, PAGE_SIZE);
-  mm.notifiers.invalidate(page, page + PAGE_SIZE, MmuNotifyEvent.CLEAR, null, () => {
+  // Started and ended around the change rather than given a closure: this runs once per page.
+  const subs = mm.notifiers;
+  subs.invalidateStart(page, page + PAGE_SIZE, MmuNotifyEvent.CLEAR, null);
+  try {
     const pt = mm.pt;
     const flags = pt.pteFlags[pos];
     const old = pt.ptePfn[pos];
@@ -256,7 +271,9 @@ function wpPageCopy(mm: Mm, vma: Vma, addr: number, pos: number): number {
       mm.rssDrop(old, 1);
       pool.put(old);
     }
-  });
+  } finally {
+    subs.invalidateRangeEnd();
+  }
   machine.stats.cowCopies++;
   return VM_FAULT_OK;
 }
@@ -324,11 +341,15 @@ function faultAround(mm: Mm, vma: Vma, addr: number, pos: number): void {
  * EXCLUSIVE invalidation (owner null), then restore the present entry.
  */
 export function restoreExclusivePte(mm: Mm, page: number): void {
-  mm.notifiers.invalidate(page, page + PAGE_SIZE, MmuNotifyEvent.EXCLUSIVE, null, () => {
+  const subs = mm.notifiers;
+  subs.invalidateStart(page, page + PAGE_SIZE, MmuNotifyEvent.EXCLUSIVE, null);
+  try {
     const pos = mm.pt.ptePos(page);
     if (pos < 0) return;
     const flags = mm.pt.pteFlags[pos];
     if ((flags & ENTRY_KIND_MASK) !== ENTRY_DEVICE_EXCLUSIVE) return;
     mm.pt.pteFlags[pos] = ENTRY_PRESENT | ENTRY_YOUNG | (flags & (ENTRY_WRITE | ENTRY_DIRTY));
-  });
+  } finally {
+    subs.invalidateRangeEnd();
+  }
 }

@@ -161,8 +161,12 @@ export class FramePool {
       if (!this.shrinkDeferredSplit() || (this.freeHead === NO_FRAME && !this.splitFreeBlock()))
         return NO_FRAME;
     }
+    // Pop the head of the free list (unlink, for the one frame that has no predecessor).
     const pfn = this.freeHead;
-    this.unlink(pfn);
+    const next = this.next[pfn];
+    this.freeHead = next;
+    if (next !== NO_FRAME) this.prev[next] = NO_FRAME;
+    this.next[pfn] = NO_FRAME;
     if (this.blockFree[(pfn / HPAGE_PMD_NR) | 0]-- === HPAGE_PMD_NR) this.mergeableBlocks--;
     this.freeFrameCount--;
     this.flags[pfn] = 0;

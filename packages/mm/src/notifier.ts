@@ -217,28 +217,50 @@ export class MmuNotifierSubscriptions {
    * Must be paired with {@link invalidateRangeEnd}.
    */
   invalidateRangeStart(range: MmuNotifierRange): void {
-    const { start, end } = range;
+    this.startRange(range.start, range.end, range.event, range.owner, range);
+  }
+
+  /**
+   * invalidateRangeStart for [start, end) without a range object from the caller: one is made
+   * only if some notifier overlaps the range, so the per-page paths (a COW break) allocate
+   * nothing when no mirror watches them. Must be paired with {@link invalidateRangeEnd}.
+   */
+  invalidateStart(start: number, end: number, event: MmuNotifyEvent, owner: number | null): void {
+    this.startRange(start, end, event, owner, null);
+  }
+
+  private startRange(
+    start: number,
+    end: number,
+    event: MmuNotifyEvent,
+    owner: number | null,
+    given: MmuNotifierRange | null,
+  ): void {
     // Active before the first callback (mn_itree_inv_start_range), so that a callback removing
     // or inserting a notifier is deferred instead of changing the list being walked.
     this.active++;
+    const list = this.notifiers;
+    if (list.length === 0) return;
+    let range = given;
     let hit = false;
     try {
-      for (let i = 0; i < this.notifiers.length; i++) {
-        const sub = this.notifiers[i];
+      for (let i = 0; i < list.length; i++) {
+        const sub = list[i];
         if (sub.removed || sub.end <= start || end <= sub.start) continue;
         if (!hit) {
           hit = true;
+          range ??= this.range(start, end, event, owner);
           this.counters.ranges++;
           this.invalidateSeq |= 1;
         }
         this.counters.calls++;
         this.counters.pages += (Math.min(end, sub.end) - Math.max(start, sub.start)) / 4096;
         try {
-          sub.ops.invalidate(sub, range, this.invalidateSeq);
+          sub.ops.invalidate(sub, range!, this.invalidateSeq);
         } catch (err) {
           // The CPU-side change must still happen; the owner of the notifier is told.
           sub.setSeq(this.invalidateSeq);
-          this.onCallbackError(sub, range, err);
+          this.onCallbackError(sub, range!, err);
         }
       }
     } catch (err) {
@@ -252,6 +274,7 @@ export class MmuNotifierSubscriptions {
   invalidateRangeEnd(): void {
     if (--this.active > 0) return;
     if (this.invalidateSeq & 1) this.invalidateSeq++;
+    if (this.deferred.length === 0) return;
     const work = this.deferred;
     this.deferred = [];
     for (const w of work) w();
@@ -265,15 +288,7 @@ export class MmuNotifierSubscriptions {
     owner: number | null,
     change: () => void,
   ): void {
-    const range: MmuNotifierRange = {
-      mmId: this.mmId,
-      start,
-      end,
-      event,
-      owner,
-      flags: MMU_NOTIFIER_RANGE_BLOCKABLE,
-    };
-    this.invalidateRangeStart(range);
+    this.startRange(start, end, event, owner, null);
     try {
       change();
     } finally {

@@ -8,6 +8,9 @@ const PUD_SPAN = 2 ** 30;
 const PGD_SPAN = 2 ** 39;
 const N = PTRS_PER_TABLE;
 const MASK = N - 1;
+/** Index bits per level: a 2 MiB frame number `f = floor(va / PMD_SPAN)` (below 2^26, an int) holds
+ * the PMD index in bits 0-8, the PUD index in bits 9-17 and the PGD index in bits 18-26. */
+const LEVEL_SHIFT = 9;
 
 /** A growable pool of fixed-size tables numbered 0.. with a free-id stack. */
 class TablePool {
@@ -87,13 +90,26 @@ export class PageTable {
 
   // ---- lookup ---------------------------------------------------------------------------------
 
+  /**
+   * The last PMD table looked up, by its 1 GiB frame number (`va / PUD_SPAN`; -1 for none): faults
+   * and accesses come in runs through one PMD table, and this skips the PGD and PUD levels. Cleared
+   * whenever a PMD table is freed, the only way a 1 GiB frame's PMD table can change.
+   */
+  private lastPudFrame = -1;
+  private lastPmdId = 0;
+
   /** PMD slot for `va`, or -1 if the upper levels are not allocated. */
   pmdSlot(va: number): number {
-    const pudId = this.pgd[Math.floor(va / PGD_SPAN) & MASK] - 1;
+    const f = Math.floor(va / PMD_SPAN);
+    const g = f >>> LEVEL_SHIFT;
+    if (g === this.lastPudFrame) return this.lastPmdId * N + (f & MASK);
+    const pudId = this.pgd[(g >>> LEVEL_SHIFT) & MASK] - 1;
     if (pudId < 0) return -1;
-    const pmdId = this.pud[pudId * N + (Math.floor(va / PUD_SPAN) & MASK)] - 1;
+    const pmdId = this.pud[pudId * N + (g & MASK)] - 1;
     if (pmdId < 0) return -1;
-    return pmdId * N + (Math.floor(va / PMD_SPAN) & MASK);
+    this.lastPudFrame = g;
+    this.lastPmdId = pmdId;
+    return pmdId * N + (f & MASK);
   }
 
   /** Leaf table id under PMD slot `slot`, or -1 (none, or a huge entry). */
@@ -114,6 +130,12 @@ export class PageTable {
 
   /** PMD slot for `va`, allocating PUD and PMD tables as needed. */
   pmdSlotAlloc(va: number): number {
+    const slot = this.pmdSlot(va);
+    return slot >= 0 ? slot : this.allocUpper(va);
+  }
+
+  /** The slow part of pmdSlotAlloc: allocate the PUD and PMD tables `va` lacks. */
+  private allocUpper(va: number): number {
     const gi = Math.floor(va / PGD_SPAN) & MASK;
     let pudId = this.pgd[gi] - 1;
     if (pudId < 0) {
@@ -244,6 +266,7 @@ export class PageTable {
     const ui = this.pmdParent[pmdId];
     this.pud[ui] = 0;
     this.pmdPool.free(pmdId);
+    this.lastPudFrame = -1;
     const pudId = (ui / N) | 0;
     if (--this.pudUsed[pudId] > 0) return;
     this.pgd[this.pudParent[pudId]] = 0;

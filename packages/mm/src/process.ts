@@ -184,14 +184,18 @@ export class Process {
     this.checkAccess("touch", va, len);
     if (stamp !== undefined) checkIntegerIn("touch", "stamp", stamp, -(2 ** 31), 2 ** 32 - 1);
     const before = this.minorFaults;
-    const end = va + len;
     const content = this.machine.pool.content;
-    for (let q = va; q < end; q += PAGE_SIZE) {
-      const p = alignDown(q, PAGE_SIZE);
+    // The accesses are at va + k * 4096; page p + off is access q, page-aligned once up front.
+    const first = alignDown(va, PAGE_SIZE);
+    const off = va - first;
+    const end = va + len - off;
+    for (let p = first; p < end; p += PAGE_SIZE) {
       const r = this.accessPage(p, write);
-      if (r === ACCESS_SEGV_MAPERR || r === ACCESS_SEGV_ACCERR)
-        return { faults: this.minorFaults - before, segvAt: q };
-      if (r !== ACCESS_OK) this.fail(r, p, write);
+      if (r !== ACCESS_OK) {
+        if (r === ACCESS_SEGV_MAPERR || r === ACCESS_SEGV_ACCERR)
+          return { faults: this.minorFaults - before, segvAt: p + off };
+        this.fail(r, p, write);
+      }
       if (write) content.stamp(this.lastPfn, stamp ?? defaultStamp(p));
     }
     return { faults: this.minorFaults - before, segvAt: -1 };

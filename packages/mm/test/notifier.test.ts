@@ -123,6 +123,38 @@ describe("MMU interval notifier events", () => {
     expect(fake.events).toEqual([[CLEAR, a + 3 * PAGE, a + 4 * PAGE]]);
   });
 
+  it("gives every COW break's callback its own range, which stays as it was after the fault", () => {
+    const { p, a, mm } = watched();
+    p.fork();
+    const kept: { start: number; end: number; event: number; mmId: number }[] = [];
+    mm.notifiers.insert(a, 8 * PAGE, {
+      invalidate(sub, range, seq) {
+        sub.setSeq(seq);
+        kept.push(range);
+        return true;
+      },
+    });
+    p.writeStamp(a + 2 * PAGE, PAGE, 2);
+    p.writeStamp(a + 5 * PAGE, PAGE, 3);
+    expect(kept.map((r) => [r.event, r.start, r.end, r.mmId])).toEqual([
+      [CLEAR, a + 2 * PAGE, a + 3 * PAGE, mm.id],
+      [CLEAR, a + 5 * PAGE, a + 6 * PAGE, mm.id],
+    ]);
+  });
+
+  it("sends nothing and leaves the sequence idle for a COW break no notifier overlaps", () => {
+    const { p, a, mm, fake } = watched();
+    p.fork();
+    const c = p.fork();
+    fake.clear();
+    const seq = mm.notifiers.invalidateSeq;
+    c.writeStamp(a, 8 * PAGE, 4);
+    expect(fake.events).toEqual([]);
+    expect(c.mm.notifiers.invalidateSeq).toBe(2);
+    expect(mm.notifiers.invalidateSeq).toBe(seq);
+    expect(c.machine.stats.cowCopies).toBeGreaterThanOrEqual(8);
+  });
+
   it("sends CLEAR when a write replaces the zero page", () => {
     const { p, mm } = setup();
     const a = mmapPrivate(p, PAGE);

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
+  alignDown,
+  alignUp,
   ENTRY_PRESENT,
   ENTRY_WRITE,
   HPAGE_PMD_SIZE,
@@ -121,6 +123,52 @@ describe("PageTable", () => {
     pt.freeLeafIfEmpty(leaf);
     expect(pt.tablePages).toBe(3);
     expect(pt.ptePfn[pt.ptePos(va + HPAGE_PMD_SIZE)]).toBe(2);
+  });
+
+  it("finds nothing at an address whose PMD table was freed, even right after looking it up", () => {
+    const pt = new PageTable();
+    const va = 0x7f12_3400_0000;
+    setPte(pt, va, 1);
+    expect(pt.pmdSlot(va)).toBeGreaterThanOrEqual(0);
+    pt.clearPte(pt.ptePos(va));
+    pt.freeLeafIfEmpty(pt.leafAt(pt.pmdSlot(va)));
+    expect(pt.pmdSlot(va)).toBe(-1);
+    expect(pt.ptePos(va)).toBe(-1);
+  });
+
+  it("gives each 1 GiB region its own PMD table when lookups alternate between regions", () => {
+    const pt = new PageTable();
+    const a = 0x7f00_0000_0000;
+    const b = a + GiB;
+    const c = a + 512 * GiB;
+    setPte(pt, a, 1);
+    setPte(pt, b, 2);
+    setPte(pt, c, 3);
+    for (let round = 0; round < 2; round++) {
+      expect(pt.ptePfn[pt.ptePos(a)]).toBe(1);
+      expect(pt.ptePfn[pt.ptePos(c)]).toBe(3);
+      expect(pt.ptePfn[pt.ptePos(b)]).toBe(2);
+    }
+    // Free a's PMD table and reuse its id for a new region: a must not resolve to d's table.
+    pt.clearPte(pt.ptePos(a));
+    pt.freeLeafIfEmpty(pt.leafAt(pt.pmdSlot(a)));
+    const d = a + 3 * GiB;
+    setPte(pt, d, 4);
+    expect(pt.pmdSlot(a)).toBe(-1);
+    expect(pt.ptePfn[pt.ptePos(d)]).toBe(4);
+    expect(pt.ptePfn[pt.ptePos(b)]).toBe(2);
+  });
+});
+
+describe("alignDown and alignUp", () => {
+  it("round addresses above 2^32 and up to TASK_SIZE exactly", () => {
+    expect(alignDown(0x7fff_ffff_f123, PAGE)).toBe(0x7fff_ffff_f000);
+    expect(alignUp(0x7fff_ffff_e001, PAGE)).toBe(0x7fff_ffff_f000);
+    expect(alignDown(0x1_0000_1fff, HPAGE_PMD_SIZE)).toBe(0x1_0000_0000);
+    expect(alignUp(0x1_0000_0001, HPAGE_PMD_SIZE)).toBe(0x1_0020_0000);
+    expect(alignUp(TASK_SIZE, PAGE)).toBe(TASK_SIZE);
+    expect(alignDown(0, PAGE)).toBe(0);
+    expect(alignUp(1, PAGE)).toBe(PAGE);
   });
 });
 
