@@ -44,8 +44,17 @@ export class VmaTree<T extends VmaTreeNode<T>> {
   size = 0;
   private seed = 0x2545f491;
 
+  /**
+   * The interval the last lookup returned (the role of the kernel's old per-thread vmacache): a
+   * syscall looks the same address up several times (check, split, remove, merge), and the hint
+   * answers those without a descent. Cleared when that interval is unlinked.
+   */
+  private hint: T | null = null;
+
   /** The lowest interval whose end is above `va`, or null. */
   findFrom(va: number): T | null {
+    const h = this.hint;
+    if (h !== null && h.end > va && (h.treePrev === null || h.treePrev.end <= va)) return h;
     let n = this.root;
     let best: T | null = null;
     while (n !== null) {
@@ -54,6 +63,7 @@ export class VmaTree<T extends VmaTreeNode<T>> {
         n = n.treeLeft;
       } else n = n.treeRight;
     }
+    if (best !== null) this.hint = best;
     return best;
   }
 
@@ -107,12 +117,15 @@ export class VmaTree<T extends VmaTreeNode<T>> {
       if (p.treeLeft === node) this.rotateRight(p);
       else this.rotateLeft(p);
     }
-    this.fixUp(node);
+    // The rotations left the new node and those they moved right; above them the subtree gained
+    // the new node's gap.
+    this.propagate(node.treeParent);
     if (succ !== null) this.setGap(succ, succ.start - node.end);
   }
 
   /** Unlink `node`. */
   remove(node: T): void {
+    if (this.hint === node) this.hint = null;
     // Rotate the node down until it has at most one child, then splice it out.
     while (node.treeLeft !== null && node.treeRight !== null) {
       if (node.treeLeft.treePrio > node.treeRight.treePrio) this.rotateRight(node);
@@ -124,7 +137,7 @@ export class VmaTree<T extends VmaTreeNode<T>> {
     if (parent === null) this.root = child;
     else if (parent.treeLeft === node) parent.treeLeft = child;
     else parent.treeRight = child;
-    this.fixUp(parent);
+    this.propagate(parent);
     const pred = node.treePrev;
     const succ = node.treeNext;
     if (pred !== null) pred.treeNext = succ;
@@ -156,7 +169,7 @@ export class VmaTree<T extends VmaTreeNode<T>> {
       out.push(n);
       n = next;
     }
-    this.root = this.first = this.last = null;
+    this.root = this.first = this.last = this.hint = null;
     this.size = 0;
     return out;
   }
@@ -198,12 +211,20 @@ export class VmaTree<T extends VmaTreeNode<T>> {
   private setGap(n: T, gap: number): void {
     if (n.treeGap === gap) return;
     n.treeGap = gap;
-    this.fixUp(n);
+    this.propagate(n);
   }
 
-  /** Recompute treeMaxGap from `n` up to the root. */
-  private fixUp(n: T | null): void {
-    for (; n !== null; n = n.treeParent) this.update(n);
+  /**
+   * Recompute treeMaxGap from `n` (whose own gap or children changed) towards the root, stopping
+   * at the first node whose value comes out unchanged: nothing above it can have changed either.
+   * Most changes stop within a level or two, so the whole path is rarely touched.
+   */
+  private propagate(n: T | null): void {
+    for (; n !== null; n = n.treeParent) {
+      const before = n.treeMaxGap;
+      this.update(n);
+      if (n.treeMaxGap === before) return;
+    }
   }
 
   private update(n: T): void {
