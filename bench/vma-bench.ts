@@ -32,7 +32,7 @@ export interface VmaSetup {
 
 /** mmap `count` one-page mappings without a hint (each one a getUnmappedArea search). */
 export function buildVmas(count: number): VmaSetup {
-  const machine = new Machine({ contentMode: "tag", memoryBytes: 64 * 1024 * 1024 });
+  const machine = new Machine({ contentMode: "tag", memoryBytes: 64 * 1024 * 1024, maxMapCount: 1 << 20 });
   const mm = machine.createProcess().mm;
   const addrs = new Float64Array(count);
   const t = process.hrtime.bigint();
