@@ -1,4 +1,4 @@
-import type { Mm } from "./mm.js";
+import type { MmStruct as Mm } from "./types.js";
 import type { Vma } from "./vma.js";
 
 /**

@@ -8,7 +8,7 @@ import {
   ENTRY_ZERO,
   entryOwner,
 } from "./entry.js";
-import type { Mm } from "./mm.js";
+import type { MmStruct as Mm } from "./types.js";
 import { PageTableCursor, SEG_HUGE, SEG_TABLE } from "./walker.js";
 
 function mix(h: number, v: number): number {

@@ -10,9 +10,9 @@ import {
 import { MmError } from "./errors.js";
 import { FAULT_FLAG_REMOTE, FAULT_FLAG_WRITE, handleMmFault, VM_FAULT_OK } from "./fault.js";
 import { FRAME_ANON } from "./frame-pool.js";
-import type { Mm } from "./mm.js";
 import { MmuNotifyEvent } from "./notifier.js";
 import { splitHugePmd } from "./thp.js";
+import type { MmStruct as Mm } from "./types.js";
 import { checkIntegerIn, checkUnsigned, checkUserRange } from "./validate.js";
 
 /**

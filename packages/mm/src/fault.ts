@@ -15,10 +15,10 @@ import {
   entryOwner,
 } from "./entry.js";
 import { FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_LARGE, FRAME_SHMEM, ZERO_PFN } from "./frame-pool.js";
-import type { Mm } from "./mm.js";
 import { MmuNotifyEvent } from "./notifier.js";
 import { rmapAddPmd, rmapAddPte, rmapRemovePte } from "./rmap.js";
 import { splitHugePmd, thpSuitable } from "./thp.js";
+import type { MmStruct as Mm } from "./types.js";
 import type { Vma } from "./vma.js";
 
 /** Result codes of {@link handleMmFault} (vm_fault_t bits, as in Linux). */

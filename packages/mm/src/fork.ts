@@ -10,9 +10,9 @@ import {
 } from "./entry.js";
 import { restoreExclusivePte } from "./fault.js";
 import { FRAME_ANON_EXCLUSIVE } from "./frame-pool.js";
-import type { Mm } from "./mm.js";
 import { MmuNotifyEvent } from "./notifier.js";
 import { rmapAddPmd, rmapAddPte } from "./rmap.js";
+import type { MmStruct as Mm } from "./types.js";
 import type { Vma } from "./vma.js";
 import { PageTableCursor, SEG_HUGE, SEG_TABLE } from "./walker.js";
 

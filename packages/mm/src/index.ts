@@ -1,6 +1,5 @@
 export * from "./constants.js";
 export * from "./content-store.js";
-export type { DevicePagemapOps } from "./device-pagemap.js";
 export * from "./digest.js";
 export * from "./entry.js";
 export * from "./errors.js";
@@ -24,6 +23,7 @@ export { parseSize, runScenario } from "./scenario/runner.js";
 export * from "./shmem.js";
 export * from "./stats.js";
 export { splitHugePmd, thpSuitable } from "./thp.js";
+export type { DevicePagemapOps, MachineState, MmStruct } from "./types.js";
 export * from "./validate.js";
 export * from "./vma.js";
 export * from "./walker.js";

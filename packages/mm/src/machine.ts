@@ -1,10 +1,10 @@
-import type { DevicePagemapOps } from "./device-pagemap.js";
 import { MmError } from "./errors.js";
 import { FramePool } from "./frame-pool.js";
 import { type MachineConfig, parseMachineConfig } from "./machine-config.js";
 import { Mm } from "./mm.js";
 import { Process } from "./process.js";
 import { MmStats } from "./stats.js";
+import type { DevicePagemapOps, MachineState } from "./types.js";
 
 export type { MachineConfig } from "./machine-config.js";
 
@@ -12,13 +12,13 @@ export type { MachineConfig } from "./machine-config.js";
  * A simulated machine: physical memory, the processes (address spaces) running on it, the owners
  * of device memory, and the memory manager's counters.
  */
-export class Machine {
+export class Machine implements MachineState {
   readonly config: Readonly<MachineConfig>;
   readonly pool: FramePool;
   readonly stats = new MmStats();
   /** Live address spaces, in creation order. */
   readonly mms = new Set<Mm>();
-  private readonly pagemaps: (DevicePagemapOps | undefined)[] = [];
+  private readonly pagemaps: (DevicePagemapOps<Mm> | undefined)[] = [];
   private deferred: (() => void)[] = [];
   private runningDeferred = false;
   private lastMmId = 0;
@@ -63,7 +63,7 @@ export class Machine {
    * Register the owner of a range of device-private memory; returns its owner id (1..255), which
    * device-private entries carry.
    */
-  registerDevicePagemap(ops: DevicePagemapOps): number {
+  registerDevicePagemap(ops: DevicePagemapOps<Mm>): number {
     for (let id = 1; id < 256; id++) {
       if (this.pagemaps[id] === undefined) {
         this.pagemaps[id] = ops;
@@ -82,7 +82,7 @@ export class Machine {
   }
 
   /** The pagemap ops of `owner`; throws if none is registered. */
-  devicePagemap(owner: number): DevicePagemapOps {
+  devicePagemap(owner: number): DevicePagemapOps<Mm> {
     const ops = this.pagemaps[owner];
     if (ops === undefined)
       throw new MmError("EFAULT", `no device pagemap registered for owner ${owner}`, "NO_PAGEMAP");

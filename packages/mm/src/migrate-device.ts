@@ -16,11 +16,11 @@ import {
 } from "./entry.js";
 import { MmError } from "./errors.js";
 import { FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_LARGE } from "./frame-pool.js";
-import type { Mm } from "./mm.js";
 import { MmuNotifyEvent } from "./notifier.js";
 import { rmapAddPte, rmapRemovePte } from "./rmap.js";
 import { forEachMapping } from "./rmap-walk.js";
 import { splitHugePmd } from "./thp.js";
+import type { MmStruct as Mm } from "./types.js";
 import { checkFlagWord, checkIntegerIn, checkUnsigned } from "./validate.js";
 
 /** migrate_pfn flags (MIGRATE_PFN_*), kept beside the pfn arrays of {@link MigrateVma}. */

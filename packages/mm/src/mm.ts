@@ -20,7 +20,6 @@ import {
 import { ENTRY_KIND_MASK, ENTRY_PRESENT } from "./entry.js";
 import { MmError } from "./errors.js";
 import { FRAME_SHMEM } from "./frame-pool.js";
-import type { Machine } from "./machine.js";
 import {
   MAP_DROPPABLE,
   MAP_NOT_SIMULATED,
@@ -38,6 +37,7 @@ import { PageTable } from "./page-table.js";
 import { checkReentry } from "./reentry.js";
 import { ShmemObject } from "./shmem.js";
 import { splitHugePmd } from "./thp.js";
+import type { MachineState, MmStruct } from "./types.js";
 import {
   badArgument,
   bitNames,
@@ -107,7 +107,7 @@ function updateAccount(vma: Vma, prot: number): void {
  * subscriptions and RSS counters, with the memory syscalls. Errors are those Linux returns for
  * the same arguments, thrown as MmError with the errno name.
  */
-export class Mm {
+export class Mm implements MmStruct {
   readonly pt = new PageTable();
   readonly vmas = new VmaList();
   readonly notifiers: MmuNotifierSubscriptions;
@@ -120,7 +120,7 @@ export class Mm {
   exited = false;
 
   constructor(
-    readonly machine: Machine,
+    readonly machine: MachineState,
     readonly id: number,
   ) {
     this.notifiers = new MmuNotifierSubscriptions(id, machine.stats.notifier);

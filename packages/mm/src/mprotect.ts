@@ -10,9 +10,9 @@ import {
   ENTRY_ZERO,
 } from "./entry.js";
 import { FRAME_ANON, FRAME_ANON_EXCLUSIVE } from "./frame-pool.js";
-import type { Mm } from "./mm.js";
 import { MmuNotifyEvent } from "./notifier.js";
 import { splitHugePmd } from "./thp.js";
+import type { MmStruct as Mm } from "./types.js";
 import type { Vma } from "./vma.js";
 import { PageTableCursor, SEG_HUGE, SEG_NONE, SEG_TABLE } from "./walker.js";
 

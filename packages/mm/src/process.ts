@@ -10,10 +10,18 @@ import {
 import { MmError, SegvError } from "./errors.js";
 import { FAULT_FLAG_WRITE, handleMmFault, VM_FAULT_OOM, VM_FAULT_RETRY } from "./fault.js";
 import { dupMm } from "./fork.js";
-import type { Machine } from "./machine.js";
 import type { Mm } from "./mm.js";
 import { checkReentry } from "./reentry.js";
+import type { MachineState } from "./types.js";
 import { badArgument, checkIntegerIn, checkUnsigned, isUserAddress } from "./validate.js";
+
+/** What a process needs from the machine it runs on ({@link Machine} provides it). */
+export interface ProcessHost extends MachineState {
+  /** @internal A new process id. */
+  newPid(): number;
+  /** @internal A new empty address space. */
+  newMm(): Mm;
+}
 
 /** Result codes of {@link Process.accessPage}. */
 export const ACCESS_OK = 0;
@@ -60,7 +68,7 @@ export class Process {
   exited = false;
 
   constructor(
-    readonly machine: Machine,
+    readonly machine: ProcessHost,
     readonly pid: number,
     readonly mm: Mm,
     readonly parent: Process | null,

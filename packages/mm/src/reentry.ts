@@ -1,4 +1,4 @@
-import type { Machine } from "./machine.js";
+import type { MachineState as Machine } from "./types.js";
 
 /**
  * A check run at the entry of every memory syscall (mmap, munmap, mprotect, madvise, fork, exit)

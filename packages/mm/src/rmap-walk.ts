@@ -1,7 +1,6 @@
 import { PAGE_SIZE } from "./constants.js";
 import { ENTRY_KIND_MASK } from "./entry.js";
-import type { Machine } from "./machine.js";
-import type { Mm } from "./mm.js";
+import type { MachineState as Machine, MmStruct as Mm } from "./types.js";
 
 /**
  * Visit every live address space whose PTE at `va` has kind `kind` and frame `pfn` (the reverse

@@ -9,8 +9,8 @@ import {
   ENTRY_ZERO,
 } from "./entry.js";
 import { FRAME_ANON_EXCLUSIVE, ZERO_PFN } from "./frame-pool.js";
-import type { Mm } from "./mm.js";
 import { MmuNotifyEvent } from "./notifier.js";
+import type { MmStruct as Mm } from "./types.js";
 import { THP_ADVICE_HUGEPAGE, THP_ADVICE_NOHUGEPAGE, type Vma } from "./vma.js";
 
 /**

@@ -8,9 +8,9 @@ import {
   ENTRY_ZERO,
   entryOwner,
 } from "./entry.js";
-import type { Mm } from "./mm.js";
 import { rmapRemovePmd, rmapRemovePte } from "./rmap.js";
 import { splitHugePmd } from "./thp.js";
+import type { MmStruct as Mm } from "./types.js";
 import { PageTableCursor, SEG_HUGE, SEG_TABLE } from "./walker.js";
 
 /**
