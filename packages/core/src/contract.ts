@@ -147,7 +147,8 @@ export interface HmmDriver {
   /**
    * A whole huge PMD: 512 pages from `va` (2 MiB aligned) mapping frames `pfn`..`pfn + 511`, with
    * `flags` as for mirrorPte and map order 9. Called once per PMD even when the fault covered only
-   * part of it (the whole PMD is valid and stable). Optional.
+   * part of it (the whole PMD is valid and stable). A device-private PMD of this device (see
+   * copyToDevice) arrives here too, with DEVICE_PRIVATE and device frames. Optional.
    */
   mirrorPmd?(mmId: number, va: number, pfn: number, flags: number): void;
 
@@ -179,6 +180,13 @@ export interface HmmDriver {
    * never allocates or frees device frames), using
    * `DeviceContext.dma`. `spfn` is -1 when there is no source page (a hole or the zero page):
    * zero-fill `dpfn` instead. Not copying loses the page's data.
+   *
+   * With `compoundMigration: true` in the device config (the driver's MIGRATE_VMA_SELECT_COMPOUND),
+   * a whole PMD (a THP, or a 2 MiB hole or huge zero page) moves as one order-9 device folio: this
+   * is still called once per 4 KiB page, 512 times in address order, with consecutive `spfn` (or
+   * -1) and consecutive `dpfn` starting at a multiple of 512, and the result is reported as one
+   * device-private PMD (`mirrorPmd`, or 512 pages with order 9). When no free 512-frame block is
+   * left the PMD is split and each page gets its own frame, as for a base page.
    */
   copyToDevice(mmId: number, va: number, spfn: number, dpfn: number): void;
 
@@ -187,7 +195,9 @@ export interface HmmDriver {
    * which held the page at `va`, into the new system frame `spfn`. Called when the CPU touches a
    * device-private page, on an explicit migrate-to-RAM, on eviction, and on device removal. The
    * device's translation of `va` in `mmId` is stale from here on (the MIGRATE invalidation came
-   * first; other address spaces sharing the page get a CLEAR).
+   * first; other address spaces sharing the page get a CLEAR). A device-private PMD comes home
+   * whole: 512 calls with consecutive frames into a new THP (or, when no THP can be allocated, a
+   * CPU fault first splits the PMD, with a CLEAR of its 2 MiB, and brings only the faulting page).
    */
   copyFromDevice(mmId: number, va: number, dpfn: number, spfn: number): void;
 
@@ -229,7 +239,8 @@ export interface HmmPlugin {
   readonly description?: string;
   /**
    * The device config keys the driver reads besides the core's own (name, memoryPages,
-   * callbackMode, pmdCallback, evictOnPressure). Any other key in a DeviceConfig is refused.
+   * callbackMode, pmdCallback, evictOnPressure, compoundMigration). Any other key in a DeviceConfig
+   * is refused.
    */
   readonly configKeys?: readonly string[];
 }

@@ -100,6 +100,15 @@ function walkChunk(
           out.hugeFlags = hmmFlagsOfPresent(f) | (9 << HMM_PFN_ORDER_SHIFT);
           return WALK_OK;
         }
+        if (kind === ENTRY_DEVICE_PRIVATE && ((f >>> ENTRY_OWNER_SHIFT) & ENTRY_OWNER_MASK) === owner) {
+          // hmm_vma_handle_absent_pmd: this device's own device-private PMD is reported with the
+          // PMD order and never faulted, even for a write to a read-only one (after fork).
+          out.kind = CHUNK_SEG_HUGE;
+          out.hugePfn = pt.pmdPfn[slot];
+          out.hugeFlags = hmmFlagsOfDevicePrivate(f) | (9 << HMM_PFN_ORDER_SHIFT);
+          if (write && !(f & ENTRY_WRITE)) out.readOnly = 512;
+          return WALK_OK;
+        }
         if (kind === ENTRY_MIGRATION) return WALK_WAIT;
       } else {
         const base = leaf * 512 + (Math.floor(va / PAGE_SIZE) & 511);

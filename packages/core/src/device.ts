@@ -17,6 +17,14 @@ export interface DeviceConfig {
   pmdCallback?: boolean;
   /** When device memory is full during a migration, evict the oldest pages to RAM (default true). */
   evictOnPressure?: boolean;
+  /**
+   * The device can hold order-9 (2 MiB) folios, as a driver passing MIGRATE_VMA_SELECT_COMPOUND
+   * (default false). Migration to the device then moves a whole PMD-mapped THP, or a 2 MiB hole or
+   * huge zero page of an anonymous VMA, as one device-private PMD backed by 512 contiguous,
+   * 512-aligned device frames, falling back to base pages when no such block is free; such a PMD
+   * comes home as a THP. Without it every THP is split and migrated page by page.
+   */
+  compoundMigration?: boolean;
   /** Driver-specific settings. */
   [key: string]: unknown;
 }

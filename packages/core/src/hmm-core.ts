@@ -2,6 +2,7 @@ import {
   ENTRY_DEVICE_PRIVATE,
   ENTRY_KIND_MASK,
   entryOwner,
+  HPAGE_PMD_NR,
   HPAGE_PMD_SIZE,
   type Machine,
   type Mm,
@@ -166,8 +167,10 @@ export class HmmCore {
     const ownerId = machine.registerDevicePagemap({
       name,
       migrateToRam: (mm, _vma, va, dpfn) => migrateOnCpuFault(device!, mm, va, dpfn),
-      pageGet: (dpfn) => memory.get(dpfn),
+      pageGet: (dpfn, nr) => memory.get(dpfn, nr),
       pagePut: (dpfn) => memory.put(dpfn),
+      folioRefs: (dpfn) => memory.folioRefs(dpfn),
+      folioSplit: (dpfn) => memory.splitFolio(dpfn),
       pageHash: (dpfn) => memory.content.hash(dpfn),
     });
     try {
@@ -545,18 +548,21 @@ export class HmmCore {
     return this.reapAfter(migrateToRamSteps(e.dev, e.mm, start, end));
   }
 
-  /** Evict up to `npages` of `dev`'s oldest pages to system memory; returns how many moved. */
+  /**
+   * Evict `dev`'s oldest folios to system memory until at least `npages` pages moved (an order-9
+   * folio counts 512 and goes home whole, as a THP where one can be allocated); returns how many
+   * moved.
+   */
   evict(dev: Device, npages: number): number {
     refuseInsideCallback(this.machine, "evict");
     const d = this.own("evict", dev);
     checkInteger("evict", "npages", npages, 0, d.memory.npages);
     let moved = 0;
     for (const dpfn of d.memory.oldestInUse(npages)) {
-      const at = this.findInstalled(d, dpfn);
-      if (at === null) continue;
-      const r = migrateBack(d, at.mm, at.va, at.va + PAGE_SIZE);
-      moved += r.migrated;
-      d.stats.evictions += r.migrated;
+      if (moved >= npages) break;
+      const r = this.migrateFolioHome(d, dpfn);
+      moved += r;
+      d.stats.evictions += r;
     }
     return moved;
   }
@@ -570,20 +576,36 @@ export class HmmCore {
     }
   }
 
-  /** Where device frame `dpfn` is mapped now: the recorded place, or any live mm mapping it there. */
+  /** Bring the folio headed by `dpfn` home from wherever it is mapped; returns the pages moved. */
+  private migrateFolioHome(dev: Device, dpfn: number): number {
+    const at = this.findInstalled(dev, dpfn);
+    if (at === null) return 0;
+    if (!dev.memory.isHuge(dpfn)) return migrateBack(dev, at.mm, at.va, at.va + PAGE_SIZE).migrated;
+    // The whole 2 MiB, VMA by VMA (a partial munmap or mprotect may have cut it).
+    let moved = 0;
+    const end = at.va + HPAGE_PMD_SIZE;
+    for (let a = at.va; a < end; ) {
+      const vma = at.mm.vmas.findFrom(a);
+      if (vma === null || vma.start >= end) break;
+      const s = Math.max(a, vma.start);
+      const b = Math.min(end, vma.end);
+      moved += migrateBack(dev, at.mm, s, b).migrated;
+      a = b;
+    }
+    return moved;
+  }
+
+  /**
+   * Where the folio headed by `dpfn` is mapped now: the recorded place, or any live mm mapping it
+   * there (by a PTE, or, for an order-9 folio, by a device-private PMD or any of its PTEs).
+   */
   private findInstalled(dev: Device, dpfn: number): { mm: Mm; va: number } | null {
     const va = dev.memory.installedVa[dpfn];
     const want = dev.memory.installedMm[dpfn];
+    const huge = dev.memory.isHuge(dpfn);
     let found: { mm: Mm; va: number } | null = null;
     for (const mm of this.machine.mms) {
-      const pos = mm.pt.ptePos(va);
-      if (pos < 0) continue;
-      const f = mm.pt.pteFlags[pos];
-      if (
-        (f & ENTRY_KIND_MASK) !== ENTRY_DEVICE_PRIVATE ||
-        entryOwner(f) !== dev.ownerId ||
-        mm.pt.ptePfn[pos] !== dpfn
-      )
+      if (!(huge ? mapsDeviceFolio(mm, dev.ownerId, va, dpfn) : mapsDevicePage(mm, dev.ownerId, va, dpfn)))
         continue;
       if (mm.id === want) return { mm, va };
       found ??= { mm, va };
@@ -594,10 +616,7 @@ export class HmmCore {
   /** Bring every page of `dev` home (used on removal and failure). */
   private evacuate(dev: Device): void {
     for (let guard = 0; guard < 4 && dev.memory.used > 0; guard++) {
-      for (const dpfn of dev.memory.oldestInUse(dev.memory.npages)) {
-        const at = this.findInstalled(dev, dpfn);
-        if (at !== null) migrateBack(dev, at.mm, at.va, at.va + PAGE_SIZE);
-      }
+      for (const dpfn of dev.memory.oldestInUse(dev.memory.npages)) this.migrateFolioHome(dev, dpfn);
     }
   }
 
@@ -670,4 +689,30 @@ export class HmmCore {
     for (const b of dev.bindings.values()) for (const v of b.mm.vmas) pages += v.pages;
     return pages + TRANSLATIONS_MARGIN;
   }
+}
+
+/** True if `mm` maps device page `dpfn` of `owner` at `va` with a device-private PTE. */
+function mapsDevicePage(mm: Mm, owner: number, va: number, dpfn: number): boolean {
+  const pos = mm.pt.ptePos(va);
+  if (pos < 0) return false;
+  const f = mm.pt.pteFlags[pos];
+  return (
+    (f & ENTRY_KIND_MASK) === ENTRY_DEVICE_PRIVATE && entryOwner(f) === owner && mm.pt.ptePfn[pos] === dpfn
+  );
+}
+
+/** True if `mm` maps any page of the order-9 device folio `head` of `owner` placed at `va`. */
+function mapsDeviceFolio(mm: Mm, owner: number, va: number, head: number): boolean {
+  const pt = mm.pt;
+  const slot = pt.pmdSlot(va);
+  if (slot < 0) return false;
+  if (pt.pmdChild[slot] === 0) {
+    const f = pt.pmdFlags[slot];
+    return (
+      (f & ENTRY_KIND_MASK) === ENTRY_DEVICE_PRIVATE && entryOwner(f) === owner && pt.pmdPfn[slot] === head
+    );
+  }
+  for (let i = 0; i < HPAGE_PMD_NR; i++)
+    if (mapsDevicePage(mm, owner, va + i * PAGE_SIZE, head + i)) return true;
+  return false;
 }

@@ -2,11 +2,15 @@ import {
   ENTRY_DEVICE_PRIVATE,
   ENTRY_KIND_MASK,
   entryOwner,
+  HPAGE_PMD_NR,
+  HPAGE_PMD_ORDER,
   HPAGE_PMD_SIZE,
   hex,
+  MIGRATE_PFN_COMPOUND,
   MIGRATE_PFN_DEVICE,
   MIGRATE_PFN_MIGRATE,
   MIGRATE_PFN_VALID,
+  MIGRATE_VMA_SELECT_COMPOUND,
   MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
   MIGRATE_VMA_SELECT_SYSTEM,
   MigrateVma,
@@ -15,19 +19,24 @@ import {
   migrateVmaPages,
   migrateVmaSetup,
   PAGE_SIZE,
+  splitHugePmd,
   VM_FAULT_OK,
   VM_FAULT_SIGBUS,
 } from "@hmmkit/mm";
 import type { Device } from "./device.js";
 import { HmmError } from "./errors.js";
-import { hmmFlagsOfDevicePrivate } from "./flags.js";
+import { HMM_PFN_ORDER_SHIFT, hmmFlagsOfDevicePrivate } from "./flags.js";
 import { mmapLock } from "./mmap-lock.js";
 import { checkRange } from "./range.js";
 import type { Steps } from "./scheduler.js";
 
 /** What a migration did. */
 export interface MigrateResult {
-  /** Pages selected for migration (holes included), as migrate_vma's cpages. */
+  /**
+   * Pages selected for migration (holes included), as migrate_vma's cpages, except that a
+   * compound entry (a whole PMD, with compoundMigration) counts its 512 pages where the kernel's
+   * cpages counts it once.
+   */
   selected: number;
   /** Pages that ended up migrated. */
   migrated: number;
@@ -69,6 +78,116 @@ function* pieces(mm: Mm, start: number, end: number, op: string): Generator<[num
   }
 }
 
+/** MIGRATE_VMA_SELECT_COMPOUND when the device takes order-9 folios. */
+function compoundSelect(dev: Device): number {
+  return dev.config.compoundMigration === true ? MIGRATE_VMA_SELECT_COMPOUND : 0;
+}
+
+/** Pages selected by a migrate_vma setup: a compound entry counts its 512 pages. */
+function selectedPages(args: MigrateVma): number {
+  let n = 0;
+  for (let i = 0; i < args.npages; i++) {
+    const sf = args.srcFlags[i];
+    if (sf & MIGRATE_PFN_MIGRATE) n += sf & MIGRATE_PFN_COMPOUND ? HPAGE_PMD_NR : 1;
+  }
+  return n;
+}
+
+/**
+ * One device frame for a migration. An injected failure (`Device.failNextAlloc`) skips the page
+ * as dmirror_migrate_alloc_and_copy does when dmirror_devmem_alloc_page fails
+ * (HMM_DMIRROR_FLAG_FAIL_ALLOC): no eviction is tried. A full device evicts its oldest pages.
+ */
+function allocDevicePage(host: MigrationHost, dev: Device): number {
+  const injected = dev.takeAllocFailure();
+  let dpfn = injected ? -1 : dev.memory.alloc();
+  if (dpfn < 0 && !injected && dev.config.evictOnPressure !== false && host.evictFor(dev))
+    dpfn = dev.memory.alloc();
+  return dpfn;
+}
+
+/**
+ * An order-9 device folio. An injected failure fails it (the kernel test driver's huge
+ * allocation failing: the caller falls back to base pages); when no block is free the oldest
+ * folios are evicted first (a whole block goes home at once) and the allocation is tried again.
+ */
+function allocDeviceFolio(host: MigrationHost, dev: Device): number {
+  if (dev.takeAllocFailure()) return -1;
+  const mem = dev.memory;
+  let head = mem.allocHuge();
+  if (head < 0 && mem.freeBlockCount === 0 && dev.config.evictOnPressure !== false && host.evictFor(dev))
+    head = mem.allocHuge();
+  return head;
+}
+
+/**
+ * The copy step for compound entry `i` at `va` (source frames from `spfn`, or -1 for a hole): an
+ * order-9 device folio filled page by page with consecutive frames, or, when none can be
+ * allocated, base pages for all 512 (dmirror's fallback: migrateVmaPages then splits the source).
+ * Every allocated frame is put in `dst` before its copy, so a rollback frees it. False if the
+ * driver failed.
+ */
+function copyCompoundToDevice(
+  host: MigrationHost,
+  dev: Device,
+  mm: Mm,
+  args: MigrateVma,
+  i: number,
+  va: number,
+  spfn: number,
+  res: MigrateResult,
+): boolean {
+  const disp = dev.dispatcher;
+  const head = allocDeviceFolio(host, dev);
+  if (head >= 0) {
+    args.dst[i] = head;
+    for (let j = 0; j < HPAGE_PMD_NR; j++)
+      if (!disp.copyToDevice(mm.id, va + j * PAGE_SIZE, spfn < 0 ? -1 : spfn + j, head + j)) return false;
+    args.dstFlags[i] = MIGRATE_PFN_VALID | MIGRATE_PFN_DEVICE | MIGRATE_PFN_COMPOUND;
+    return true;
+  }
+  dev.stats.compoundFallbacks++;
+  for (let j = 0; j < HPAGE_PMD_NR; j++) {
+    const dpfn = allocDevicePage(host, dev);
+    if (dpfn < 0) {
+      res.allocFailed++;
+      continue;
+    }
+    args.dst[i + j] = dpfn;
+    if (!disp.copyToDevice(mm.id, va + j * PAGE_SIZE, spfn < 0 ? -1 : spfn + j, dpfn)) return false;
+    args.dstFlags[i + j] = MIGRATE_PFN_VALID | MIGRATE_PFN_DEVICE;
+  }
+  return true;
+}
+
+function countToDevice(dev: Device, pages: number, zeroFilled: boolean): void {
+  const stats = dev.stats;
+  stats.migratedToDevice += pages;
+  stats.bytesToDevice += pages * PAGE_SIZE;
+  if (zeroFilled) stats.zeroFilledToDevice += pages;
+  if (pages === HPAGE_PMD_NR) stats.compoundToDevice++;
+}
+
+/**
+ * The HMM flags (VALID|DEVICE_PRIVATE[|WRITE], order 9) of the device-private PMD a compound
+ * entry left at `va`, or 0 if it did not migrate as one (the PMD is not this device's folio).
+ */
+function migratedHugeFlags(dev: Device, mm: Mm, va: number, args: MigrateVma, i: number): number {
+  if (args.dst[i] < 0 || !(args.srcFlags[i] & MIGRATE_PFN_MIGRATE)) return 0;
+  const slot = devicePmdSlot(dev, mm, va);
+  if (slot < 0 || mm.pt.pmdPfn[slot] !== args.dst[i]) return 0;
+  return hmmFlagsOfDevicePrivate(mm.pt.pmdFlags[slot]) | (HPAGE_PMD_ORDER << HMM_PFN_ORDER_SHIFT);
+}
+
+/** The PMD slot at `va` if it holds a device-private PMD of `dev`, else -1. */
+function devicePmdSlot(dev: Device, mm: Mm, va: number): number {
+  const pt = mm.pt;
+  const slot = pt.pmdSlot(va);
+  if (slot < 0 || pt.pmdChild[slot] !== 0) return -1;
+  const f = pt.pmdFlags[slot];
+  return (f & ENTRY_KIND_MASK) === ENTRY_DEVICE_PRIVATE && entryOwner(f) === dev.ownerId ? slot : -1;
+}
+
 /**
  * Migrate [start, end) of `mm` to `dev`'s memory, as the kernel's test driver does with
  * migrate_vma: per VMA and PMD-sized piece, setup (MIGRATE invalidation owned by the device,
@@ -105,12 +224,11 @@ function* migrateToDeviceLocked(
   end: number,
 ): Steps<MigrateResult> {
   const res: MigrateResult = { selected: 0, migrated: 0, allocFailed: 0 };
-  const stats = dev.stats;
   for (const [a, b] of pieces(mm, start, end, "migrate to device")) {
     if (dev.state !== "active") throw dev.failure ?? new HmmError("ENODEV", `device ${dev.name} was removed`);
-    const args = new MigrateVma(mm, a, b, dev.ownerId, MIGRATE_VMA_SELECT_SYSTEM);
+    const args = new MigrateVma(mm, a, b, dev.ownerId, MIGRATE_VMA_SELECT_SYSTEM | compoundSelect(dev));
     migrateVmaSetup(args);
-    res.selected += args.cpages;
+    res.selected += selectedPages(args);
     // From setup to finalize the pages are locked behind migration entries: whatever ends this
     // piece early (a driver failure, the device failing or being removed while preempted, an
     // exception, or the scheduler abandoning this thread) must restore every source.
@@ -120,20 +238,21 @@ function* migrateToDeviceLocked(
       // The device may have failed or been removed while this thread was preempted.
       let failed = dev.state !== "active";
       for (let i = 0; i < args.npages && !failed; i++) {
-        if (!(args.srcFlags[i] & MIGRATE_PFN_MIGRATE)) continue;
-        // An injected failure skips the page as dmirror_migrate_alloc_and_copy does when
-        // dmirror_devmem_alloc_page fails (HMM_DMIRROR_FLAG_FAIL_ALLOC): no eviction is tried.
-        const injected = dev.takeAllocFailure();
-        let dpfn = injected ? -1 : dev.memory.alloc();
-        if (dpfn < 0 && !injected && dev.config.evictOnPressure !== false && host.evictFor(dev))
-          dpfn = dev.memory.alloc();
+        const sf = args.srcFlags[i];
+        if (!(sf & MIGRATE_PFN_MIGRATE)) continue;
+        const va = a + i * PAGE_SIZE;
+        const spfn = sf & MIGRATE_PFN_VALID ? args.src[i] : -1;
+        if (sf & MIGRATE_PFN_COMPOUND) {
+          failed = !copyCompoundToDevice(host, dev, mm, args, i, va, spfn, res);
+          i += HPAGE_PMD_NR - 1;
+          continue;
+        }
+        const dpfn = allocDevicePage(host, dev);
         if (dpfn < 0) {
           res.allocFailed++; // no room: this page stays in system memory
           continue;
         }
         args.dst[i] = dpfn;
-        const va = a + i * PAGE_SIZE;
-        const spfn = args.srcFlags[i] & MIGRATE_PFN_VALID ? args.src[i] : -1;
         if (!dev.dispatcher.copyToDevice(mm.id, va, spfn, dpfn)) {
           failed = true;
           break;
@@ -153,14 +272,25 @@ function* migrateToDeviceLocked(
       // may be gone): nothing of this piece migrates; every source is restored.
       if (!done) rollback(dev, args);
     }
-    // Remember where each migrated device frame lives (for eviction, and for bringing it home if
+    // Remember where each migrated device folio lives (for eviction, and for bringing it home if
     // the driver fails while the pages are reported), count it, and turn dstFlags into its HMM
     // flags: 0 for an entry that did not migrate.
     const pt = mm.pt;
     for (let i = 0; i < args.npages; i++) {
+      const va = a + i * PAGE_SIZE;
+      if (args.srcFlags[i] & MIGRATE_PFN_COMPOUND) {
+        const flags = migratedHugeFlags(dev, mm, va, args, i);
+        if (flags !== 0) {
+          countToDevice(dev, HPAGE_PMD_NR, !(args.srcFlags[i] & MIGRATE_PFN_VALID));
+          res.migrated += HPAGE_PMD_NR;
+          dev.memory.noteInstalled(args.dst[i], mm.id, va);
+        }
+        args.dstFlags[i] = flags;
+        i += HPAGE_PMD_NR - 1;
+        continue;
+      }
       let flags = 0;
       if (args.dst[i] >= 0 && args.srcFlags[i] & MIGRATE_PFN_MIGRATE) {
-        const va = a + i * PAGE_SIZE;
         const pos = pt.ptePos(va);
         if (
           pos >= 0 &&
@@ -168,9 +298,7 @@ function* migrateToDeviceLocked(
           entryOwner(pt.pteFlags[pos]) === dev.ownerId &&
           pt.ptePfn[pos] === args.dst[i]
         ) {
-          stats.migratedToDevice++;
-          stats.bytesToDevice += PAGE_SIZE;
-          if (!(args.srcFlags[i] & MIGRATE_PFN_VALID)) stats.zeroFilledToDevice++;
+          countToDevice(dev, 1, !(args.srcFlags[i] & MIGRATE_PFN_VALID));
           res.migrated++;
           dev.memory.noteInstalled(args.dst[i], mm.id, va);
           flags = hmmFlagsOfDevicePrivate(pt.pteFlags[pos]);
@@ -178,15 +306,23 @@ function* migrateToDeviceLocked(
       }
       args.dstFlags[i] = flags;
     }
-    // Then report them to the driver, one run of consecutive migrated pages at a time.
+    // Then report them to the driver: a device-private PMD as one huge PMD (mirrorPmd, or 512
+    // pages), other pages one run of consecutive migrated pages at a time.
     dev.bindings.get(mm.id)?.reported.add(Math.floor(a / HPAGE_PMD_SIZE));
     for (let i = 0; i < args.npages; ) {
+      if (args.srcFlags[i] & MIGRATE_PFN_COMPOUND) {
+        const va = a + i * PAGE_SIZE;
+        if (args.dstFlags[i] !== 0 && !dev.dispatcher.mirrorPmd(mm.id, va, args.dst[i], args.dstFlags[i]))
+          throw dev.dispatcher.failure!;
+        i += HPAGE_PMD_NR;
+        continue;
+      }
       if (args.dstFlags[i] === 0) {
         i++;
         continue;
       }
       let j = i + 1;
-      while (j < args.npages && args.dstFlags[j] !== 0) j++;
+      while (j < args.npages && args.dstFlags[j] !== 0 && !(args.srcFlags[j] & MIGRATE_PFN_COMPOUND)) j++;
       if (!dev.dispatcher.mirrorRange(mm.id, a + i * PAGE_SIZE, j - i, args.dst, i, args.dstFlags, i)) {
         throw dev.dispatcher.failure!;
       }
@@ -234,47 +370,105 @@ export function* migrateToRamSteps(dev: Device, mm: Mm, start: number, end: numb
 /**
  * Migrate this device's private pages in [a, b) (one VMA) back to new system frames. Copies with
  * the driver's copyFromDevice while the device is healthy; with the core's own copy once it
- * failed or was removed (the data must come home either way). Pages for which no system frame
- * can be allocated stay on the device. `injectable`: an explicit migrateToRam, which consumes a
- * failure injected with `Device.failNextAlloc` (CPU faults, eviction and evacuation do not).
+ * failed or was removed (the data must come home either way). A device-private PMD comes home
+ * whole into a THP (`thp`, if the caller allocated one, else a new one), or page by page into
+ * 4 KiB frames when no THP can be allocated. Pages for which no system frame can be allocated
+ * stay on the device. `injectable`: an explicit migrateToRam, which consumes a failure injected
+ * with `Device.failNextAlloc` (CPU faults, eviction and evacuation do not); for a device-private
+ * PMD it fails the THP, and the pages come home one by one.
  */
-export function migrateBack(dev: Device, mm: Mm, a: number, b: number, injectable = false): MigrateResult {
-  const args = new MigrateVma(mm, a, b, dev.ownerId, MIGRATE_VMA_SELECT_DEVICE_PRIVATE);
+export function migrateBack(
+  dev: Device,
+  mm: Mm,
+  a: number,
+  b: number,
+  injectable = false,
+  thp = -1,
+): MigrateResult {
+  const args = new MigrateVma(mm, a, b, dev.ownerId, MIGRATE_VMA_SELECT_DEVICE_PRIVATE | compoundSelect(dev));
   migrateVmaSetup(args);
+  const selected = selectedPages(args);
   const pool = mm.machine.pool;
   let allocFailed = 0;
   for (let i = 0; i < args.npages; i++) {
-    if (!(args.srcFlags[i] & MIGRATE_PFN_MIGRATE)) continue;
+    const sf = args.srcFlags[i];
+    if (!(sf & MIGRATE_PFN_MIGRATE)) continue;
+    const va = a + i * PAGE_SIZE;
+    if (sf & MIGRATE_PFN_COMPOUND) {
+      let head = thp;
+      thp = -1;
+      if (head < 0) head = injectable && dev.takeAllocFailure() ? -1 : pool.tryAllocHuge();
+      for (let j = 0; j < HPAGE_PMD_NR; j++) {
+        const spfn = head >= 0 ? head + j : pool.tryAllocPage();
+        if (spfn < 0) {
+          allocFailed++;
+          continue;
+        }
+        copyHome(dev, mm, va + j * PAGE_SIZE, args.src[i] + j, spfn);
+        if (head >= 0) continue;
+        args.dst[i + j] = spfn;
+        args.dstFlags[i + j] = MIGRATE_PFN_VALID;
+      }
+      if (head >= 0) {
+        args.dst[i] = head;
+        args.dstFlags[i] = MIGRATE_PFN_VALID | MIGRATE_PFN_COMPOUND;
+      } else dev.stats.compoundFallbacks++;
+      i += HPAGE_PMD_NR - 1;
+      continue;
+    }
     const spfn = injectable && dev.takeAllocFailure() ? -1 : pool.tryAllocPage();
     if (spfn < 0) {
       allocFailed++;
       continue;
     }
-    const dpfn = args.src[i];
-    const va = a + i * PAGE_SIZE;
-    if (dev.state !== "active" || !dev.dispatcher.copyFromDevice(mm.id, va, dpfn, spfn)) {
-      dev.memory.content.copyTo(dpfn, pool.content, spfn);
-    }
+    copyHome(dev, mm, va, args.src[i], spfn);
     args.dst[i] = spfn;
     args.dstFlags[i] = MIGRATE_PFN_VALID;
   }
+  if (thp >= 0) pool.put(thp); // nothing to bring home as a whole PMD after all
   migrateVmaPages(args);
   migrateVmaFinalize(args);
   let migrated = 0;
-  for (let i = 0; i < args.npages; i++)
-    if (args.dst[i] >= 0 && args.srcFlags[i] & MIGRATE_PFN_MIGRATE) migrated++;
+  for (let i = 0; i < args.npages; i++) {
+    const sf = args.srcFlags[i];
+    if (args.dst[i] < 0 || !(sf & MIGRATE_PFN_MIGRATE)) continue;
+    if (sf & MIGRATE_PFN_COMPOUND) {
+      migrated += HPAGE_PMD_NR;
+      dev.stats.compoundToRam++;
+      i += HPAGE_PMD_NR - 1;
+    } else migrated++;
+  }
   dev.stats.migratedToRam += migrated;
   dev.stats.bytesToRam += migrated * PAGE_SIZE;
-  return { selected: args.cpages, migrated, allocFailed };
+  return { selected, migrated, allocFailed };
+}
+
+/** Copy device frame `dpfn` into system frame `spfn`: through the driver while it is healthy. */
+function copyHome(dev: Device, mm: Mm, va: number, dpfn: number, spfn: number): void {
+  if (dev.state !== "active" || !dev.dispatcher.copyFromDevice(mm.id, va, dpfn, spfn)) {
+    dev.memory.content.copyTo(dpfn, mm.machine.pool.content, spfn);
+  }
 }
 
 /**
- * dev_pagemap_ops.migrate_to_ram: the CPU touched `dev`'s private page at `va`. Migrates that one
- * page home (as the kernel's test driver does) and returns a VM_FAULT code: SIGBUS if it could
- * not (no system memory).
+ * dev_pagemap_ops.migrate_to_ram: the CPU touched `dev`'s private page at `va`. A page mapped by
+ * a PTE comes home alone (as the kernel's test driver does). A device-private PMD
+ * (do_huge_pmd_device_private) comes home whole into a new THP, mapped by a PMD again; if no THP
+ * can be allocated, the PMD is split into 512 device-private PTEs and only the faulting page comes
+ * home. Returns a VM_FAULT code: SIGBUS if the page could not come home (no system memory).
  */
 export function migrateOnCpuFault(dev: Device, mm: Mm, va: number, dpfn: number): number {
   dev.stats.cpuFaultsOnDevicePages++;
+  if (devicePmdSlot(dev, mm, va) >= 0) {
+    const haddr = va - (va % HPAGE_PMD_SIZE);
+    const thp = mm.machine.pool.tryAllocHuge();
+    if (thp >= 0 && migrateBack(dev, mm, haddr, haddr + HPAGE_PMD_SIZE, false, thp).migrated > 0)
+      return VM_FAULT_OK;
+    // No THP (or the folio could not move whole): split the PMD, bring the one page home.
+    if (thp < 0) dev.stats.compoundFallbacks++;
+    const again = devicePmdSlot(dev, mm, va);
+    if (again >= 0) splitHugePmd(mm, again, haddr);
+  }
   const r = migrateBack(dev, mm, va, va + PAGE_SIZE);
   if (r.migrated === 1) return VM_FAULT_OK;
   // Someone else may have migrated it meanwhile; the retried access will tell.

@@ -45,6 +45,7 @@ export const deviceConfigSchema = z.strictObject({
   callbackMode: z.enum(["auto", "per-pte", "array"]).describe('"auto", "per-pte" or "array"').optional(),
   pmdCallback: z.boolean().describe("a boolean").optional(),
   evictOnPressure: z.boolean().describe("a boolean").optional(),
+  compoundMigration: z.boolean().describe("a boolean").optional(),
 });
 
 /** Names of the cost constants (CostConstants). */

@@ -53,9 +53,9 @@ export interface RangeSnapshot {
  * hmm_range_fault without HMM_PFN_REQ_FAULT: report the CPU page table of [start, end) as device
  * `owner` would see it, faulting nothing. Per page: ERROR outside any VMA or in a PROT_NONE VMA;
  * 0 for none and migration entries; VALID (+WRITE, DIRTY, ZERO, order 9 under a huge PMD) for
- * present pages; VALID|DEVICE_PRIVATE for the owner's own device-private pages; REMOTE_PRIVATE
- * (not VALID) for another device's; EXCLUSIVE with the frame (not VALID) for an entry exclusive
- * to the owner, 0 for one exclusive to another device.
+ * present pages; VALID|DEVICE_PRIVATE for the owner's own device-private pages (order 9 under a
+ * device-private PMD); REMOTE_PRIVATE (not VALID) for another device's; EXCLUSIVE with the frame
+ * (not VALID) for an entry exclusive to the owner, 0 for one exclusive to another device.
  */
 export function snapshotRange(mm: Mm, owner: number, start: number, end: number): RangeSnapshot {
   checkRange("snapshot", start, end);
@@ -81,7 +81,19 @@ export function snapshotRange(mm: Mm, owner: number, start: number, end: number)
     const i0 = (cur.addr - start) / PAGE_SIZE;
     if (cur.kind === SEG_HUGE) {
       const f = cur.flags;
-      if ((f & ENTRY_KIND_MASK) !== ENTRY_PRESENT || f & ENTRY_PROTNONE) continue;
+      const kind = f & ENTRY_KIND_MASK;
+      if (kind === ENTRY_DEVICE_PRIVATE) {
+        // hmm_vma_handle_absent_pmd: the owner's device-private PMD, every page with the PMD order.
+        const own = entryOwner(f) === owner;
+        const df = own ? hmmFlagsOfDevicePrivate(f) | (9 << HMM_PFN_ORDER_SHIFT) : HMM_PFN_REMOTE_PRIVATE;
+        for (let i = 0; i < cur.count; i++) {
+          if (flags[i0 + i] & HMM_PFN_ERROR) continue;
+          if (own) pfns[i0 + i] = cur.pfn + cur.index + i;
+          flags[i0 + i] = df;
+        }
+        continue;
+      }
+      if (kind !== ENTRY_PRESENT || f & ENTRY_PROTNONE) continue;
       const hf = hmmFlagsOfPresent(f) | (9 << HMM_PFN_ORDER_SHIFT);
       for (let i = 0; i < cur.count; i++) {
         if (flags[i0 + i] & HMM_PFN_ERROR) continue;

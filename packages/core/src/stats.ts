@@ -37,6 +37,12 @@ export class DeviceStats {
   migratedToRam = 0;
   /** Bytes copied back to system memory. */
   bytesToRam = 0;
+  /** Whole PMDs migrated to device memory as one order-9 device folio (compoundMigration). */
+  compoundToDevice = 0;
+  /** Device-private PMDs brought home whole as a THP. */
+  compoundToRam = 0;
+  /** Compound migrations that fell back to base pages (no free order-9 block, or no THP at home). */
+  compoundFallbacks = 0;
   /** Pages evicted from device memory to make room. */
   evictions = 0;
   /** Fault chunks retried because an invalidation overlapped them (or a migration was in flight). */

@@ -44,7 +44,16 @@ export function contentDigest(mm: Mm): string {
     cur.reset(vma.start, vma.end);
     while (cur.next()) {
       if (cur.kind === SEG_HUGE) {
-        if ((cur.flags & ENTRY_KIND_MASK) !== ENTRY_PRESENT || cur.flags & ENTRY_ZERO) continue;
+        const hkind = cur.flags & ENTRY_KIND_MASK;
+        const howner = entryOwner(cur.flags);
+        if (hkind === ENTRY_DEVICE_PRIVATE || (hkind === ENTRY_MIGRATION && howner !== 0)) {
+          // A device-private PMD (or one being migrated from device memory): the device's pages.
+          const ops = machine.devicePagemap(howner);
+          for (let i = 0; i < cur.count; i++)
+            add(cur.addr + i * PAGE_SIZE, ops.pageHash(cur.pfn + cur.index + i));
+          continue;
+        }
+        if ((hkind !== ENTRY_PRESENT && hkind !== ENTRY_MIGRATION) || cur.flags & ENTRY_ZERO) continue;
         for (let i = 0; i < cur.count; i++)
           add(cur.addr + i * PAGE_SIZE, content.hash(cur.pfn + cur.index + i));
       } else if (cur.kind === SEG_TABLE) {

@@ -110,6 +110,14 @@ function hugePmdFault(mm: Mm, vma: Vma, addr: number, slot: number, write: boole
   } else if (kind === ENTRY_MIGRATION) {
     mm.machine.stats.faultMigrationWait++;
     return VM_FAULT_RETRY;
+  } else if (kind === ENTRY_DEVICE_PRIVATE) {
+    // do_huge_pmd_device_private: the owner's migrate_to_ram for the order-9 device folio, told
+    // which page faulted; it brings the folio home as a THP or splits the PMD.
+    mm.machine.stats.faultDevicePrivate++;
+    const idx = Math.floor(addr / PAGE_SIZE) % HPAGE_PMD_NR;
+    return mm.machine
+      .devicePagemap(entryOwner(pmdFlags))
+      .migrateToRam(mm, vma, alignDown(addr, PAGE_SIZE), pt.pmdPfn[slot] + idx);
   }
   return VM_FAULT_FALLBACK;
 }

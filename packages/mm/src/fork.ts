@@ -45,7 +45,12 @@ function copyPageRange(parent: Mm, child: Mm, vma: Vma): void {
   const cur = new PageTableCursor(ppt).reset(vma.start, vma.end);
   while (cur.next()) {
     if (cur.kind === SEG_HUGE) {
-      if ((cur.flags & ENTRY_KIND_MASK) !== ENTRY_PRESENT) continue;
+      const hkind = cur.flags & ENTRY_KIND_MASK;
+      if (hkind === ENTRY_DEVICE_PRIVATE || hkind === ENTRY_MIGRATION) {
+        copyHugeNonPresentPmd(parent, child, cur.slot, cur.addr, cur.pfn, cur.flags);
+        continue;
+      }
+      if (hkind !== ENTRY_PRESENT) continue;
       const f = cur.flags & ~ENTRY_WRITE;
       ppt.setPmdFlags(cur.slot, f);
       cpt.setPmdHuge(cpt.pmdSlotAlloc(cur.addr), cur.pfn, f);
@@ -100,4 +105,30 @@ function copyPageRange(parent: Mm, child: Mm, vma: Vma): void {
       }
     }
   }
+}
+
+/**
+ * copy_huge_non_present_pmd: a device-private PMD (or a PMD migration entry) is copied to the
+ * child as is, and a writable one is made read-only in both (device-private entries have no
+ * read-exclusive variant), so the next write on either side faults. The child's entry holds one
+ * more reference on the order-9 device folio (folio_try_dup_anon_rmap_pmd, which cannot fail for
+ * device-private folios); a migration entry holds none.
+ */
+function copyHugeNonPresentPmd(
+  parent: Mm,
+  child: Mm,
+  slot: number,
+  addr: number,
+  pfn: number,
+  flags: number,
+): void {
+  const ro = flags & ~ENTRY_WRITE;
+  parent.pt.setPmdFlags(slot, ro);
+  child.pt.setPmdHuge(child.pt.pmdSlotAlloc(addr), pfn, ro);
+  const owner = entryOwner(flags);
+  if ((flags & ENTRY_KIND_MASK) === ENTRY_DEVICE_PRIVATE) {
+    parent.machine.devicePagemap(owner).pageGet(pfn);
+    child.rssDevice += 512;
+  } else if (owner !== 0) child.rssDevice += 512;
+  else child.rssAnon += 512;
 }

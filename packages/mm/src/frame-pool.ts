@@ -349,6 +349,28 @@ export class FramePool {
     return true;
   }
 
+  /**
+   * Split the large folio headed by `head`, which nothing maps any more (its PMD was replaced by a
+   * migration entry), into 512 small folios for a migration that moves its pages one by one
+   * (migrate_vma_split_unmapped_folio). Every reference on the folio becomes one on each page.
+   */
+  splitUnmappedLarge(head: number): void {
+    const b = (head / HPAGE_PMD_NR) | 0;
+    if (!(this.flags[head] & FRAME_LARGE)) return;
+    if (this.entireMapcount[b] !== 0 || this.largeMapcount[b] !== 0) {
+      throw new MmError("EINVAL", `splitUnmappedLarge: folio ${head} is still mapped`, "FRAME_STATE");
+    }
+    this.deferredSplit.delete(head);
+    this.blockFree[b] = 0;
+    const refs = this.refcount[head];
+    for (let i = 0; i < HPAGE_PMD_NR; i++) {
+      const pfn = head + i;
+      this.flags[pfn] &= ~FRAME_LARGE;
+      this.refcount[pfn] = refs;
+      this.mapcount[pfn] = 0;
+    }
+  }
+
   /** Run the deferred split queue (the kernel's shrinker under memory pressure). True if anything was freed. */
   shrinkDeferredSplit(): boolean {
     const before = this.freeFrameCount;

@@ -1,5 +1,5 @@
 import { anonVmaPrepare } from "./anon-vma.js";
-import { alignDown, HPAGE_PMD_SIZE, hex, PAGE_SIZE, TASK_SIZE } from "./constants.js";
+import { alignDown, HPAGE_PMD_NR, HPAGE_PMD_SIZE, hex, PAGE_SIZE } from "./constants.js";
 import {
   deviceEntryFlags,
   ENTRY_DEVICE_PRIVATE,
@@ -16,75 +16,31 @@ import {
 } from "./entry.js";
 import { MmError } from "./errors.js";
 import { FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_LARGE } from "./frame-pool.js";
+import {
+  COLLECT_DONE,
+  collectHugePmd,
+  finalizeCompound,
+  hugeHoleInsertable,
+  splitCompoundEntry,
+} from "./migrate-device-huge.js";
+import {
+  MIGRATE_PFN_COMPOUND,
+  MIGRATE_PFN_DEVICE,
+  MIGRATE_PFN_MIGRATE,
+  MIGRATE_PFN_VALID,
+  MIGRATE_PFN_WRITE,
+  MIGRATE_VMA_SELECT_COMPOUND,
+  MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+  MIGRATE_VMA_SELECT_SYSTEM,
+  type MigrateVma,
+} from "./migrate-vma.js";
 import { MmuNotifyEvent } from "./notifier.js";
 import { rmapAddPte, rmapRemovePte } from "./rmap.js";
 import { forEachMapping } from "./rmap-walk.js";
 import { splitHugePmd } from "./thp.js";
 import type { MmStruct as Mm } from "./types.js";
-import { checkFlagWord, checkIntegerIn, checkUnsigned } from "./validate.js";
 
-/** migrate_pfn flags (MIGRATE_PFN_*), kept beside the pfn arrays of {@link MigrateVma}. */
-export const MIGRATE_PFN_VALID = 1 << 0;
-/** The entry is selected for migration (cleared when it will not migrate after all). */
-export const MIGRATE_PFN_MIGRATE = 1 << 1;
-/** The source was mapped writable; the destination may be. */
-export const MIGRATE_PFN_WRITE = 1 << 3;
-/** The pfn is a device-private page of `pgmapOwner` (not a system frame). */
-export const MIGRATE_PFN_DEVICE = 1 << 5;
-
-/**
- * The longest range one MigrateVma may cover (1 GiB): its per-page arrays are allocated up front,
- * as the kernel's callers allocate src/dst arrays per chunk (dmirror migrates 64 MiB at most).
- */
-export const MIGRATE_VMA_MAX_BYTES = 2 ** 30;
-
-/** enum migrate_vma_direction. */
-export const MIGRATE_VMA_SELECT_SYSTEM = 1 << 0;
-export const MIGRATE_VMA_SELECT_DEVICE_PRIVATE = 1 << 1;
-
-/**
- * struct migrate_vma: one migration of [start, end) of one VMA, with a source and a destination
- * slot per page. After setup, `src`/`srcFlags` say what was collected: a pfn with VALID|MIGRATE
- * (and WRITE, DEVICE), a hole with MIGRATE only (the destination is zero-filled), or 0 (not
- * selected). The caller fills `dst`/`dstFlags` (VALID, DEVICE for a device page of `pgmapOwner`),
- * then calls migrateVmaPages and migrateVmaFinalize.
- */
-export class MigrateVma {
-  readonly npages: number;
-  readonly src: Int32Array;
-  readonly srcFlags: Int32Array;
-  readonly dst: Int32Array;
-  readonly dstFlags: Int32Array;
-  /** Entries selected for migration (holes included). */
-  cpages = 0;
-
-  constructor(
-    readonly mm: Mm,
-    readonly start: number,
-    readonly end: number,
-    /** Owner id of the device: which device-private pages are selected, and whose dst pages are. */
-    readonly pgmapOwner: number,
-    readonly selectFlags: number,
-  ) {
-    // The arrays are sized from the range, so it is checked here; migrateVmaSetup checks the rest.
-    checkUnsigned("migrate_vma", "start", start);
-    checkUnsigned("migrate_vma", "end", end);
-    checkIntegerIn("migrate_vma", "pgmapOwner", pgmapOwner, 0, 255);
-    checkFlagWord("migrate_vma", "selectFlags", selectFlags);
-    if (end > TASK_SIZE || end - start > MIGRATE_VMA_MAX_BYTES) {
-      throw new MmError(
-        "EINVAL",
-        `migrate_vma: range [${hex(start)}, ${hex(end)}) is beyond TASK_SIZE or longer than ${hex(MIGRATE_VMA_MAX_BYTES)} bytes`,
-        "BAD_ADDRESS",
-      );
-    }
-    this.npages = Math.max(0, (end - start) / PAGE_SIZE);
-    this.src = new Int32Array(this.npages).fill(-1);
-    this.srcFlags = new Int32Array(this.npages);
-    this.dst = new Int32Array(this.npages).fill(-1);
-    this.dstFlags = new Int32Array(this.npages);
-  }
-}
+export * from "./migrate-vma.js";
 
 function ownerBits(owner: number): number {
   return owner << ENTRY_OWNER_SHIFT;
@@ -124,12 +80,20 @@ export function migrateVmaSetup(args: MigrateVma): void {
   }
   const machine = mm.machine;
   const pool = machine.pool;
+  const compound = (args.selectFlags & MIGRATE_VMA_SELECT_COMPOUND) !== 0;
   mm.notifiers.invalidate(start, end, MmuNotifyEvent.MIGRATE, args.pgmapOwner, () => {
     for (let i = 0; i < args.npages; i++) {
       const va = start + i * PAGE_SIZE;
+      // A whole PMD in the range is collected as one compound entry where it can be.
+      if (compound && va % HPAGE_PMD_SIZE === 0 && va + HPAGE_PMD_SIZE <= end) {
+        if (collectHugePmd(args, vma, i, va) === COLLECT_DONE) {
+          i += HPAGE_PMD_NR - 1;
+          continue;
+        }
+      }
       const slot = mm.pt.pmdSlot(va);
       if (slot >= 0 && mm.pt.leafAt(slot) < 0 && (mm.pt.pmdFlags[slot] & ENTRY_KIND_MASK) !== ENTRY_NONE) {
-        // A THP (or the huge zero page) is migrated page by page: split the PMD first.
+        // A THP, the huge zero page or a device-private PMD is migrated page by page: split it first.
         const haddr = alignDown(va, HPAGE_PMD_SIZE);
         splitHugePmd(mm, slot, haddr);
       }
@@ -190,8 +154,23 @@ export function migrateVmaSetup(args: MigrateVma): void {
 export function migrateVmaPages(args: MigrateVma): void {
   const { mm } = args;
   for (let i = 0; i < args.npages; i++) {
-    const sf = args.srcFlags[i];
+    let sf = args.srcFlags[i];
     if (!(sf & MIGRATE_PFN_MIGRATE)) continue;
+    if (sf & MIGRATE_PFN_COMPOUND) {
+      const va = args.start + i * PAGE_SIZE;
+      if (args.dst[i] < 0) {
+        args.srcFlags[i] = sf & ~MIGRATE_PFN_MIGRATE;
+      } else if (args.dstFlags[i] & MIGRATE_PFN_COMPOUND) {
+        if (!(sf & MIGRATE_PFN_VALID) && !hugeHoleInsertable(mm, va))
+          args.srcFlags[i] = sf & ~MIGRATE_PFN_MIGRATE;
+      } else if (splitCompoundEntry(args, i)) {
+        sf = args.srcFlags[i]; // now entry i is one page: go on below
+      }
+      if (args.srcFlags[i] & MIGRATE_PFN_COMPOUND || !(args.srcFlags[i] & MIGRATE_PFN_MIGRATE)) {
+        i += HPAGE_PMD_NR - 1;
+        continue;
+      }
+    }
     if (args.dst[i] < 0) {
       args.srcFlags[i] = sf & ~MIGRATE_PFN_MIGRATE;
       continue;
@@ -220,6 +199,11 @@ export function migrateVmaFinalize(args: MigrateVma): void {
   const owner = args.pgmapOwner;
   for (let i = 0; i < args.npages; i++) {
     const sf = args.srcFlags[i];
+    if (sf & MIGRATE_PFN_COMPOUND) {
+      finalizeCompound(args, i);
+      i += HPAGE_PMD_NR - 1;
+      continue;
+    }
     const va = args.start + i * PAGE_SIZE;
     const migrated = (sf & MIGRATE_PFN_MIGRATE) !== 0 && args.dst[i] >= 0;
     const dst = args.dst[i];

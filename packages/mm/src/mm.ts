@@ -17,7 +17,7 @@ import {
   PROT_WRITE,
   TASK_SIZE,
 } from "./constants.js";
-import { ENTRY_KIND_MASK, ENTRY_PRESENT } from "./entry.js";
+import { ENTRY_KIND_MASK, ENTRY_NONE } from "./entry.js";
 import { MmError } from "./errors.js";
 import { FRAME_SHMEM } from "./frame-pool.js";
 import {
@@ -345,7 +345,8 @@ export class Mm implements MmStruct {
     if (addr % HPAGE_PMD_SIZE !== 0) {
       const pt = this.pt;
       const slot = pt.pmdSlot(addr);
-      if (slot >= 0 && pt.pmdChild[slot] === 0 && (pt.pmdFlags[slot] & ENTRY_KIND_MASK) === ENTRY_PRESENT) {
+      // Any huge entry: a THP, a PMD migration entry or a device-private PMD (split_huge_pmd_if_needed).
+      if (slot >= 0 && pt.pmdChild[slot] === 0 && (pt.pmdFlags[slot] & ENTRY_KIND_MASK) !== ENTRY_NONE) {
         splitHugePmd(this, slot, alignDown(addr, HPAGE_PMD_SIZE));
       }
     }

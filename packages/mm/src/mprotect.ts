@@ -70,6 +70,9 @@ export function changeProtection(mm: Mm, vma: Vma, start: number, end: number): 
         if (cur.addr === haddr && cur.end === haddr + HPAGE_PMD_SIZE) {
           if ((cur.flags & ENTRY_KIND_MASK) === ENTRY_PRESENT) {
             pt.setPmdFlags(cur.slot, presentFlags(mm, vma, cur.flags, cur.pfn));
+          } else {
+            // change_huge_pmd on a PMD migration entry or a device-private PMD: made readable.
+            pt.setPmdFlags(cur.slot, swapEntryFlags(vma, cur.flags));
           }
           continue;
         }

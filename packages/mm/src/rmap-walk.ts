@@ -22,3 +22,22 @@ export function forEachMapping(
     if ((mm.pt.pteFlags[pos] & ENTRY_KIND_MASK) === kind && mm.pt.ptePfn[pos] === pfn) fn(mm, pos);
   }
 }
+
+/**
+ * Visit every live address space whose PMD at `haddr` (2 MiB aligned) is a huge entry of kind
+ * `kind` with frame `pfn`: the PMD mappings of a large folio (a THP, or an order-9 device folio),
+ * found the same way as {@link forEachMapping}.
+ */
+export function forEachPmdMapping(
+  machine: Machine,
+  haddr: number,
+  kind: number,
+  pfn: number,
+  fn: (mm: Mm, slot: number) => void,
+): void {
+  for (const mm of machine.mms) {
+    const slot = mm.pt.pmdSlot(haddr);
+    if (slot < 0 || mm.pt.pmdChild[slot] !== 0) continue;
+    if ((mm.pt.pmdFlags[slot] & ENTRY_KIND_MASK) === kind && mm.pt.pmdPfn[slot] === pfn) fn(mm, slot);
+  }
+}

@@ -1,7 +1,11 @@
 import { alignDown, HPAGE_PMD_NR, HPAGE_PMD_SIZE } from "./constants.js";
 import {
+  ENTRY_DEVICE_PRIVATE,
   ENTRY_DIRTY,
   ENTRY_KIND_MASK,
+  ENTRY_MIGRATION,
+  ENTRY_OWNER_MASK,
+  ENTRY_OWNER_SHIFT,
   ENTRY_PRESENT,
   ENTRY_PROTNONE,
   ENTRY_WRITE,
@@ -32,7 +36,9 @@ export function thpSuitable(mm: Mm, vma: Vma, addr: number): boolean {
 /**
  * Split the huge PMD in `slot` (mapping [haddr, haddr + 2 MiB)) into a leaf table of 512 PTEs
  * with the same frames and permissions (__split_huge_pmd). Mirrors are told first with a CLEAR
- * invalidation of the whole 2 MiB, as the kernel does. The folio itself stays large.
+ * invalidation of the whole 2 MiB, as the kernel does. A THP stays a large folio; a PMD migration
+ * entry becomes 512 PTE migration entries; a device-private PMD becomes 512 device-private PTEs
+ * (see splitHugePmdLocked).
  */
 export function splitHugePmd(mm: Mm, slot: number, haddr: number): void {
   mm.notifiers.invalidate(haddr, haddr + HPAGE_PMD_SIZE, MmuNotifyEvent.CLEAR, null, () =>
@@ -46,8 +52,13 @@ export function splitHugePmdLocked(mm: Mm, slot: number): void {
   const pool = mm.machine.pool;
   const pfn = pt.pmdPfn[slot];
   const flags = pt.pmdFlags[slot];
-  if ((flags & ENTRY_KIND_MASK) !== ENTRY_PRESENT) {
-    throw new Error(`splitHugePmd: PMD slot ${slot} does not hold a present huge entry`);
+  const kind = flags & ENTRY_KIND_MASK;
+  if (kind === ENTRY_MIGRATION || kind === ENTRY_DEVICE_PRIVATE) {
+    splitNonPresentPmd(mm, slot, pfn, flags);
+    return;
+  }
+  if (kind !== ENTRY_PRESENT) {
+    throw new Error(`splitHugePmd: PMD slot ${slot} does not hold a huge entry`);
   }
   const leaf = pt.replaceHugeWithLeaf(slot);
   const base = leaf * HPAGE_PMD_NR;
@@ -79,4 +90,28 @@ export function splitHugePmdLocked(mm: Mm, slot: number): void {
   for (let i = 0; i < HPAGE_PMD_NR; i++) pool.mapcount[pfn + i]++;
   pool.addLargeMapping(b, mm.id, HPAGE_PMD_NR - 1);
   pool.refcount[pfn] += HPAGE_PMD_NR - 1;
+}
+
+/**
+ * __split_huge_pmd_locked on a non-present PMD: a PMD migration entry or a device-private PMD
+ * becomes 512 entries of the same kind for pages pfn..pfn + 511, keeping WRITE, DIRTY and the
+ * owner. A migration entry holds no reference. A device-private PMD's one reference becomes 512
+ * (folio_ref_add(folio, HPAGE_PMD_NR - 1)); when that PMD was the folio's only user, the device
+ * folio is split as well (the pagemap's folio_split), so that each page can then be freed or
+ * migrated on its own. The kernel leaves that split to a later split_folio; doing it here frees
+ * the device frames of a partial munmap at once, which is what the folio split would do.
+ */
+function splitNonPresentPmd(mm: Mm, slot: number, pfn: number, flags: number): void {
+  const pt = mm.pt;
+  const leaf = pt.replaceHugeWithLeaf(slot);
+  const base = leaf * HPAGE_PMD_NR;
+  const pteFlags =
+    flags & (ENTRY_KIND_MASK | ENTRY_WRITE | ENTRY_DIRTY | (ENTRY_OWNER_MASK << ENTRY_OWNER_SHIFT));
+  for (let i = 0; i < HPAGE_PMD_NR; i++) pt.ptePfn[base + i] = pfn + i;
+  pt.pteFlags.fill(pteFlags, base, base + HPAGE_PMD_NR);
+  pt.leafUsed[leaf] = HPAGE_PMD_NR;
+  mm.machine.stats.thpSplitPmd++;
+  if ((flags & ENTRY_KIND_MASK) !== ENTRY_DEVICE_PRIVATE) return;
+  const ops = mm.machine.devicePagemap((flags >>> ENTRY_OWNER_SHIFT) & ENTRY_OWNER_MASK);
+  if (!ops.folioSplit(pfn)) ops.pageGet(pfn, HPAGE_PMD_NR - 1);
 }

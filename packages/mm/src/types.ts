@@ -64,13 +64,25 @@ export interface DevicePagemapOps<M extends MmStruct = MmStruct> {
   /**
    * A CPU fault hit a device-private entry at `va` holding device page `dpfn`
    * (dev_pagemap_ops.migrate_to_ram). Migrate at least that page back to system RAM and return a
-   * VM_FAULT_* code (VM_FAULT_OK, or VM_FAULT_SIGBUS if it cannot).
+   * VM_FAULT_* code (VM_FAULT_OK, or VM_FAULT_SIGBUS if it cannot). For a device-private PMD
+   * (do_huge_pmd_device_private), `dpfn` is the faulting page inside the order-9 folio.
    */
   migrateToRam(mm: M, vma: Vma, va: number, dpfn: number): number;
-  /** A new CPU entry refers to device page `dpfn` (fork copied a device-private entry). */
-  pageGet(dpfn: number): void;
-  /** A CPU entry referring to `dpfn` went away; the device frees the page at zero references. */
+  /**
+   * `nr` more references on the folio of device page `dpfn`: a new CPU entry refers to it (fork
+   * copied a device-private entry, a PMD became PTEs), or a migration holds it.
+   */
+  pageGet(dpfn: number, nr?: number): void;
+  /** A reference on the folio of `dpfn` went away; the device frees the folio at zero references. */
   pagePut(dpfn: number): void;
+  /** References held on the folio of `dpfn` (folio_ref_count). */
+  folioRefs(dpfn: number): number;
+  /**
+   * Split the order-9 device folio of `dpfn` into 512 order-0 folios (dev_pagemap_ops.folio_split
+   * with the split itself): each holder of a folio reference then holds one on every page. Only a
+   * folio with a single reference can be split; returns false otherwise (and for order 0, true).
+   */
+  folioSplit(dpfn: number): boolean;
   /** Content hash of device page `dpfn`, as ContentStore.hash (for digests). */
   pageHash(dpfn: number): number;
 }

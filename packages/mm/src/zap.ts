@@ -70,13 +70,28 @@ export function zapPte(mm: Mm, pos: number): void {
   }
 }
 
-/** Clear the huge PMD in `slot` and release its folio. */
+/**
+ * Clear the huge PMD in `slot` and release its folio (zap_huge_pmd): a THP's reference and PMD
+ * mapping; a device-private PMD's reference on its order-9 device folio (the device frees it at
+ * zero); a PMD migration entry holds none (the migration in flight does).
+ */
 export function zapHugePmd(mm: Mm, slot: number): void {
   const pt = mm.pt;
   const flags = pt.pmdFlags[slot];
   const head = pt.pmdPfn[slot];
   pt.clearPmd(slot);
-  if ((flags & ENTRY_KIND_MASK) !== ENTRY_PRESENT || flags & ENTRY_ZERO) return;
+  const kind = flags & ENTRY_KIND_MASK;
+  if (kind === ENTRY_DEVICE_PRIVATE) {
+    mm.rssDevice -= 512;
+    mm.machine.devicePagemap(entryOwner(flags)).pagePut(head);
+    return;
+  }
+  if (kind === ENTRY_MIGRATION) {
+    if (entryOwner(flags) !== 0) mm.rssDevice -= 512;
+    else mm.rssAnon -= 512;
+    return;
+  }
+  if (kind !== ENTRY_PRESENT || flags & ENTRY_ZERO) return;
   const pool = mm.machine.pool;
   rmapRemovePmd(pool, mm.id, head);
   mm.rssDrop(head, 512);
