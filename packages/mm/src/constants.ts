@@ -38,8 +38,21 @@ export const MAP_FIXED_NOREPLACE = 0x100000;
 
 /** madvise advice values, as in mman.h. */
 export const MADV_DONTNEED = 4;
+/** Lazily free the pages: reclaim may discard them unless they are written again first. */
+export const MADV_FREE = 8;
 export const MADV_HUGEPAGE = 14;
 export const MADV_NOHUGEPAGE = 15;
+/** Deactivate the pages (LRU only; nothing the page table shows, except THP splits). */
+export const MADV_COLD = 20;
+/** Reclaim the pages now. */
+export const MADV_PAGEOUT = 21;
+/** Collapse the range into THPs synchronously. */
+export const MADV_COLLAPSE = 25;
+
+/** mremap flags, as in mman.h. */
+export const MREMAP_MAYMOVE = 1;
+export const MREMAP_FIXED = 2;
+export const MREMAP_DONTUNMAP = 4;
 
 /**
  * Round the non-negative `x` down to a multiple of the power of two `align` (exact up to 2^53).

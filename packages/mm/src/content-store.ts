@@ -132,6 +132,16 @@ export class ContentStore {
     }
   }
 
+  /** True if frame `pfn` holds only zero bytes (memchr_inv over the page finds nothing). */
+  isZero(pfn: number): boolean {
+    if (this.tokens) return this.tokens[pfn] === 0;
+    const words = this.words[(pfn / FRAMES_PER_CHUNK) | 0];
+    if (words === undefined) return true;
+    const base = (pfn % FRAMES_PER_CHUNK) * WORDS_PER_PAGE;
+    for (let j = 0; j < WORDS_PER_PAGE; j++) if (words[base + j] !== 0) return false;
+    return true;
+  }
+
   /** The page hash of frame `pfn` (0 for a page of zeros); equal in both modes for equal histories. */
   hash(pfn: number): number {
     if (this.tokens) return this.tokens[pfn];

@@ -14,6 +14,16 @@ export const FRAME_ANON = 8;
 export const FRAME_SHMEM = 16;
 /** Never allocated or freed: the zero page and the huge zero page. */
 export const FRAME_RESERVED = 32;
+/**
+ * Lazily freed by MADV_FREE (the kernel clears PG_swapbacked): reclaim discards the folio instead
+ * of keeping it, unless a mapping or the folio was dirtied again. Kept on the folio's head.
+ */
+export const FRAME_LAZYFREE = 64;
+/**
+ * PG_dirty of the folio (kept on its head). Anonymous folios get it when a dirty PMD is split or
+ * reclaim finds a dirty PTE; MADV_FREE clears it. Without it a clean lazyfree folio is discarded.
+ */
+export const FRAME_DIRTY = 128;
 
 /** Pfn of the shared zero page; the huge zero page is the reserved block starting at the same pfn. */
 export const ZERO_PFN = 0;
@@ -65,6 +75,11 @@ export class FramePool {
   private freeFrameCount = 0;
   /** Large folios that lost some of their mappings (the kernel's deferred split queue). */
   private readonly deferredSplit = new Set<number>();
+  /**
+   * Reclaim run when no frame is left even after the deferred split queue (the machine discards
+   * clean lazily-freed pages, as shrink_folio_list does); true if it freed anything.
+   */
+  reclaim: (() => boolean) | null = null;
 
   constructor(memoryBytes: number, mode: ContentMode) {
     if (!Number.isFinite(memoryBytes) || memoryBytes < 2 * HPAGE_PMD_NR * PAGE_SIZE) {
@@ -158,8 +173,10 @@ export class FramePool {
    */
   tryAllocPage(): number {
     if (this.freeHead === NO_FRAME && !this.splitFreeBlock()) {
-      if (!this.shrinkDeferredSplit() || (this.freeHead === NO_FRAME && !this.splitFreeBlock()))
-        return NO_FRAME;
+      if (!this.shrinkDeferredSplit() || (this.freeHead === NO_FRAME && !this.splitFreeBlock())) {
+        if (this.reclaim === null || !this.reclaim()) return NO_FRAME;
+        if (this.freeHead === NO_FRAME && !this.splitFreeBlock()) return NO_FRAME;
+      }
     }
     // Pop the head of the free list (unlink, for the one frame that has no predecessor).
     const pfn = this.freeHead;
@@ -334,7 +351,8 @@ export class FramePool {
     if (this.refcount[head] !== this.largeMapcount[b]) return false;
     this.deferredSplit.delete(head);
     this.blockFree[b] = 0;
-    const keep = this.flags[head] & (FRAME_ANON | FRAME_SHMEM);
+    // Subpages inherit the folio's dirty and lazyfree state (__split_folio_to_order copies them).
+    const keep = this.flags[head] & (FRAME_ANON | FRAME_SHMEM | FRAME_LAZYFREE | FRAME_DIRTY);
     for (let i = 0; i < HPAGE_PMD_NR; i++) {
       const pfn = head + i;
       const excl = this.flags[pfn] & FRAME_ANON_EXCLUSIVE;

@@ -1,5 +1,6 @@
 import { MmError } from "./errors.js";
 import { FramePool } from "./frame-pool.js";
+import { reclaimLazyfree } from "./lazyfree.js";
 import { type MachineConfig, parseMachineConfig } from "./machine-config.js";
 import { Mm } from "./mm.js";
 import { Process } from "./process.js";
@@ -19,6 +20,11 @@ export class Machine implements MachineState {
   /** Live address spaces, in creation order. */
   readonly mms = new Set<Mm>();
   private readonly pagemaps: (DevicePagemapOps<Mm> | undefined)[] = [];
+  /**
+   * @internal Set once mremap has moved a private VMA: anonymous pages may then sit at different
+   * addresses in different processes, and reverse-map walks look pages up by linear index.
+   */
+  anonMoved = false;
   private deferred: (() => void)[] = [];
   private runningDeferred = false;
   private lastMmId = 0;
@@ -30,6 +36,7 @@ export class Machine implements MachineState {
   constructor(config: Partial<MachineConfig> = {}) {
     this.config = parseMachineConfig(config);
     this.pool = new FramePool(this.config.memoryBytes, this.config.contentMode);
+    this.pool.reclaim = () => reclaimLazyfree(this);
   }
 
   /** A new process with an empty address space. */

@@ -111,8 +111,8 @@ export function migrateVmaSetup(args: MigrateVma): void {
         if (!(args.selectFlags & MIGRATE_VMA_SELECT_SYSTEM) || !(pool.flags[pfn] & FRAME_ANON)) continue;
         if (pool.flags[pfn] & FRAME_LARGE && !pool.splitLarge(pool.folioHead(pfn))) continue;
         pool.get(pfn); // the migration's own reference
-        forEachMapping(machine, va, ENTRY_PRESENT, pfn, (m, p) =>
-          unmapMapping(mm, m, va, () => {
+        forEachMapping(machine, mm, va, ENTRY_PRESENT, pfn, (m, p, a) =>
+          unmapMapping(mm, m, a, () => {
             const f = m.pt.pteFlags[p];
             m.pt.pteFlags[p] = ENTRY_MIGRATION | (f & (ENTRY_WRITE | ENTRY_DIRTY));
             rmapRemovePte(pool, m.id, pfn);
@@ -128,9 +128,9 @@ export function migrateVmaSetup(args: MigrateVma): void {
         if (!(args.selectFlags & MIGRATE_VMA_SELECT_DEVICE_PRIVATE) || owner !== args.pgmapOwner) continue;
         const ops = machine.devicePagemap(owner);
         ops.pageGet(pfn);
-        forEachMapping(machine, va, ENTRY_DEVICE_PRIVATE, pfn, (m, p) => {
+        forEachMapping(machine, mm, va, ENTRY_DEVICE_PRIVATE, pfn, (m, p, a) => {
           if (entryOwner(m.pt.pteFlags[p]) !== owner) return;
-          unmapMapping(mm, m, va, () => {
+          unmapMapping(mm, m, a, () => {
             m.pt.pteFlags[p] = ENTRY_MIGRATION | ownerBits(owner) | (m.pt.pteFlags[p] & ENTRY_WRITE);
             ops.pagePut(pfn);
           });
@@ -217,7 +217,7 @@ export function migrateVmaFinalize(args: MigrateVma): void {
       const targetDevice = migrated ? dstDevice : srcDevice;
       const exclusive = !srcDevice && (pool.flags[src] & FRAME_ANON_EXCLUSIVE) !== 0;
       let maps = 0;
-      forEachMapping(machine, va, ENTRY_MIGRATION, src, (m, p) => {
+      forEachMapping(machine, mm, va, ENTRY_MIGRATION, src, (m, p) => {
         const f = m.pt.pteFlags[p];
         if (entryOwner(f) !== (srcDevice ? owner : 0)) return;
         const w = (f & ENTRY_WRITE) !== 0;

@@ -1,11 +1,16 @@
+import { madviseCollapse } from "./collapse.js";
 import {
   alignDown,
   alignUp,
   HPAGE_PMD_SIZE,
   hex,
+  MADV_COLD,
+  MADV_COLLAPSE,
   MADV_DONTNEED,
+  MADV_FREE,
   MADV_HUGEPAGE,
   MADV_NOHUGEPAGE,
+  MADV_PAGEOUT,
   MAP_ANONYMOUS,
   MAP_FIXED,
   MAP_FIXED_NOREPLACE,
@@ -20,6 +25,7 @@ import {
 import { ENTRY_KIND_MASK, ENTRY_NONE } from "./entry.js";
 import { MmError } from "./errors.js";
 import { FRAME_SHMEM } from "./frame-pool.js";
+import { madviseFree } from "./madvise-free.js";
 import {
   MAP_DROPPABLE,
   MAP_NOT_SIMULATED,
@@ -32,8 +38,10 @@ import {
   PROT_SEM,
 } from "./mman.js";
 import { changeProtection } from "./mprotect.js";
+import { mremap } from "./mremap.js";
 import { MmuNotifierSubscriptions, MmuNotifyEvent } from "./notifier.js";
 import { PageTable } from "./page-table.js";
+import { madviseColdOrPageout } from "./pageout.js";
 import { checkReentry } from "./reentry.js";
 import { ShmemObject } from "./shmem.js";
 import { splitHugePmd } from "./thp.js";
@@ -85,7 +93,15 @@ function checkProt(op: "mmap" | "mprotect", prot: unknown): number {
 }
 
 /** The madvise advices the simulator implements. */
-const MADV_SIMULATED: ReadonlySet<number> = new Set([MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE]);
+const MADV_SIMULATED: ReadonlySet<number> = new Set([
+  MADV_DONTNEED,
+  MADV_FREE,
+  MADV_COLD,
+  MADV_PAGEOUT,
+  MADV_HUGEPAGE,
+  MADV_NOHUGEPAGE,
+  MADV_COLLAPSE,
+]);
 
 /**
  * VM_ACCOUNT as mprotect_fixup changes it before `vma.prot` becomes `prot`: a private VMA that
@@ -236,7 +252,9 @@ export class Mm implements MmStruct {
       (flags & MAP_NORESERVE) !== 0,
       0,
       shmem,
-      0,
+      // vm_pgoff: a shared mapping's offset in its object; a private one's is its page number,
+      // which mremap keeps, so a page's linear index stays what it was when it was faulted.
+      shared ? 0 : addr / PAGE_SIZE,
     );
     // accountable_mapping: private writable memory is charged unless MAP_NORESERVE.
     vma.account = !shared && (flags & MAP_NORESERVE) === 0 && (prot & PROT_WRITE) !== 0;
@@ -247,7 +265,8 @@ export class Mm implements MmStruct {
     return addr;
   }
 
-  private getUnmappedArea(hint: number | undefined, len: number): number {
+  /** @internal get_unmapped_area for an anonymous mapping of `len` bytes (top-down, THP-aligned). */
+  getUnmappedArea(hint: number | undefined, len: number): number {
     // round_hint_to_min: the hint is rounded down to a page and, unless that leaves none, raised
     // to mmap_min_addr; a hint that does not fit in user space or overlaps a mapping is ignored
     // (arch_get_unmapped_area_topdown, mmap_address_hint_valid).
@@ -278,7 +297,8 @@ export class Mm implements MmStruct {
     this.atSafePoint(() => this.munmapOp(addr, length), "munmap");
   }
 
-  private munmapOp(addr: number, length: number): void {
+  /** @internal munmap without the safe point (for syscalls built on it). */
+  munmapOp(addr: number, length: number): void {
     this.checkAlive("munmap");
     checkPageAligned("munmap", "address", addr);
     checkUnsigned("munmap", "length", length);
@@ -339,7 +359,8 @@ export class Mm implements MmStruct {
    * Make `addr` a VMA boundary (split_vma). A huge PMD the new boundary would cut through is split
    * first (vma_adjust_trans_huge), so that no huge PMD ever straddles two VMAs.
    */
-  private splitVmaAt(addr: number): void {
+  /** @internal */
+  splitVmaAt(addr: number): void {
     const v = this.vmas.find(addr);
     if (v === null || v.start === addr) return;
     if (addr % HPAGE_PMD_SIZE !== 0) {
@@ -353,7 +374,8 @@ export class Mm implements MmStruct {
     this.vmas.splitAt(addr);
   }
 
-  private releaseVma(v: Vma): void {
+  /** @internal Drop a removed VMA's reference on its shared object. */
+  releaseVma(v: Vma): void {
     if (!v.shmem) return;
     if (--v.shmem.users > 0) return;
     // Last user of the shared object: drop the page-cache references.
@@ -429,8 +451,11 @@ export class Mm implements MmStruct {
   // ---- madvise ------------------------------------------------------------------------------
 
   /**
-   * madvise(2) with MADV_DONTNEED, MADV_HUGEPAGE or MADV_NOHUGEPAGE. The advice is applied to every
-   * mapped part of the range; if the range had a hole the call then fails with ENOMEM, as in Linux.
+   * madvise(2) with MADV_DONTNEED, MADV_FREE, MADV_COLD, MADV_PAGEOUT, MADV_HUGEPAGE,
+   * MADV_NOHUGEPAGE or MADV_COLLAPSE. The advice is applied to every mapped part of the range in
+   * turn; if the range had a hole the call then fails with ENOMEM, as in Linux. MADV_FREE stops
+   * with EINVAL at the first shared VMA (after freeing the parts before it); MADV_COLLAPSE gives
+   * the errors described at {@link madviseCollapse}.
    */
   madvise(addr: number, length: number, advice: number): void {
     this.atSafePoint(() => this.madviseOp(addr, length, advice), "madvise");
@@ -444,6 +469,10 @@ export class Mm implements MmStruct {
     checkUnsigned("madvise", "length", length);
     const end = addr + alignUp(length, PAGE_SIZE);
     if (end === addr) return;
+    if (advice === MADV_COLLAPSE) {
+      madviseCollapse(this, addr, end);
+      return;
+    }
     let hole = false;
     let cur = addr;
     while (cur < end) {
@@ -462,18 +491,39 @@ export class Mm implements MmStruct {
         this.notifiers.invalidate(s, segEnd, MmuNotifyEvent.CLEAR, null, () =>
           zapRange(this, s, segEnd, true),
         );
+      } else if (advice === MADV_FREE) {
+        // madvise_free_single_vma: only anonymous VMAs (shared anonymous memory is shmem).
+        if (v.shared) throw new MmError("EINVAL", `madvise: MADV_FREE of shared mapping ${v} at ${hex(cur)}`);
+        madviseFree(this, cur, segEnd);
+      } else if (advice === MADV_COLD || advice === MADV_PAGEOUT) {
+        madviseColdOrPageout(this, v, cur, segEnd, advice === MADV_PAGEOUT);
       } else {
         const want = advice === MADV_HUGEPAGE ? THP_ADVICE_HUGEPAGE : THP_ADVICE_NOHUGEPAGE;
         if (v.thpAdvice !== want) this.applyToRange("madvise", cur, segEnd, (vma) => (vma.thpAdvice = want));
       }
       cur = segEnd;
     }
-    if (advice !== MADV_DONTNEED) this.vmas.mergeAround(addr, end);
+    if (advice === MADV_HUGEPAGE || advice === MADV_NOHUGEPAGE) this.vmas.mergeAround(addr, end);
     if (hole)
       throw new MmError(
         "ENOMEM",
         `madvise: [${hex(addr)}, ${hex(end)}) includes unmapped memory; the mapped parts were advised`,
       );
+  }
+
+  // ---- mremap ------------------------------------------------------------------------------
+
+  /**
+   * mremap(2): resize [addr, addr + oldLen) to newLen, in place or (MREMAP_MAYMOVE) by moving it;
+   * MREMAP_FIXED moves it to `newAddr`, replacing what is there; MREMAP_DONTUNMAP leaves the old
+   * range mapped and empty. Returns the new address. Errors are those of Linux (EINVAL, EFAULT,
+   * ENOMEM); see mremap.ts.
+   */
+  mremap(addr: number, oldLen: number, newLen: number, flags: number, newAddr = 0): number {
+    return this.atSafePoint(() => {
+      this.checkAlive("mremap");
+      return mremap(this, addr, oldLen, newLen, flags, newAddr);
+    }, "mremap");
   }
 
   // ---- exit ---------------------------------------------------------------------------------

@@ -3,24 +3,52 @@ import { ENTRY_KIND_MASK } from "./entry.js";
 import type { MachineState as Machine, MmStruct as Mm } from "./types.js";
 
 /**
- * Visit every live address space whose PTE at `va` has kind `kind` and frame `pfn` (the reverse
- * map walk the kernel does with anon_vma chains). The simulator has no mremap, so an anonymous
- * page shared after fork sits at the same virtual address in every process that maps it, and
- * looking at that one address in each mm finds all its mappings.
+ * Visit every address at which an anonymous page mapped at `va` in `from` may be mapped in some
+ * live address space (the candidates of the kernel's anon_vma rmap walk): the page's linear index
+ * (vma.pgoff plus its page offset in the VMA, as page->index) located in every private VMA that
+ * covers it. Until an mremap has moved a private VMA, the linear index of every address is its
+ * page number, so the candidates are `va` itself in every mm and the walk looks nowhere else.
+ */
+export function forEachAnonCandidate(
+  machine: Machine,
+  from: Mm,
+  va: number,
+  fn: (mm: Mm, va: number) => void,
+): void {
+  const page = va - (va % PAGE_SIZE);
+  if (!machine.anonMoved) {
+    for (const mm of machine.mms) fn(mm, page);
+    return;
+  }
+  const v0 = from.findVma(page);
+  if (v0 === null || v0.shared) return;
+  const index = v0.pgoff + (page - v0.start) / PAGE_SIZE;
+  for (const mm of machine.mms) {
+    for (const v of mm.vmas) {
+      if (v.shared || index < v.pgoff || index >= v.pgoff + v.pages) continue;
+      fn(mm, v.start + (index - v.pgoff) * PAGE_SIZE);
+    }
+  }
+}
+
+/**
+ * Visit every live address space whose PTE for the anonymous page mapped at `va` in `from` has
+ * kind `kind` and frame `pfn` (the reverse map walk the kernel does with anon_vma chains); `fn`
+ * gets the mm, the PTE position and the page's address in that mm.
  */
 export function forEachMapping(
   machine: Machine,
+  from: Mm,
   va: number,
   kind: number,
   pfn: number,
-  fn: (mm: Mm, pos: number) => void,
+  fn: (mm: Mm, pos: number, va: number) => void,
 ): void {
-  const page = va - (va % PAGE_SIZE);
-  for (const mm of machine.mms) {
-    const pos = mm.pt.ptePos(page);
-    if (pos < 0) continue;
-    if ((mm.pt.pteFlags[pos] & ENTRY_KIND_MASK) === kind && mm.pt.ptePfn[pos] === pfn) fn(mm, pos);
-  }
+  forEachAnonCandidate(machine, from, va, (mm, a) => {
+    const pos = mm.pt.ptePos(a);
+    if (pos < 0) return;
+    if ((mm.pt.pteFlags[pos] & ENTRY_KIND_MASK) === kind && mm.pt.ptePfn[pos] === pfn) fn(mm, pos, a);
+  });
 }
 
 /**

@@ -12,7 +12,7 @@ import {
   ENTRY_YOUNG,
   ENTRY_ZERO,
 } from "./entry.js";
-import { FRAME_ANON_EXCLUSIVE, ZERO_PFN } from "./frame-pool.js";
+import { FRAME_ANON_EXCLUSIVE, FRAME_DIRTY, ZERO_PFN } from "./frame-pool.js";
 import { MmuNotifyEvent } from "./notifier.js";
 import type { MmStruct as Mm } from "./types.js";
 import { THP_ADVICE_HUGEPAGE, THP_ADVICE_NOHUGEPAGE, type Vma } from "./vma.js";
@@ -78,6 +78,8 @@ export function splitHugePmdLocked(mm: Mm, slot: number): void {
   // folio sets just that one); the split hands it to every subpage (RMAP_EXCLUSIVE on the PTEs).
   const excl = pool.flags[pfn] & FRAME_ANON_EXCLUSIVE;
   const pflags = pool.flags;
+  // __split_huge_pmd_locked moves a dirty PMD's dirty bit to the folio.
+  if (flags & ENTRY_DIRTY) pflags[pfn] |= FRAME_DIRTY;
   for (let i = 0; i < HPAGE_PMD_NR; i++) {
     ptePfn[base + i] = pfn + i;
     pteFlags[base + i] = pteBits;

@@ -18,6 +18,11 @@ export interface MachineState {
   readonly mms: Set<MmStruct>;
   /** The pagemap ops of device-memory owner `owner`; throws if none is registered. */
   devicePagemap(owner: number): DevicePagemapOps;
+  /**
+   * @internal Set once mremap has moved a private VMA: anonymous pages may then sit at different
+   * addresses in different processes, and reverse-map walks look pages up by linear index.
+   */
+  anonMoved: boolean;
   /** Run work at the next safe point (see Machine.defer). */
   defer(work: () => void): void;
   /** @internal */

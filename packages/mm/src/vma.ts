@@ -10,7 +10,8 @@ export const THP_ADVICE_NOHUGEPAGE = 2;
 /**
  * A virtual memory area: [start, end) with one protection and one backing. Private anonymous
  * VMAs get an `anonVma` id on their first fault (anon_vma_prepare); shared anonymous VMAs map
- * `shmem` starting at page offset `pgoff`.
+ * `shmem` starting at page offset `pgoff`. A private VMA's `pgoff` is the linear page index of its
+ * start (its page number when mapped; mremap moves it unchanged).
  */
 export class Vma implements VmaTreeNode<Vma> {
   constructor(
@@ -98,7 +99,9 @@ export class Vma implements VmaTreeNode<Vma> {
 /** True if `a` (ending where `b` starts) may merge with `b` (vma_merge's compatibility test). */
 function mergeable(a: Vma, b: Vma): boolean {
   if (a.prot !== b.prot || !anonVmaCompatible(a, b)) return false;
-  if (a.shared) return a.shmem === b.shmem && a.pgoff + a.pages === b.pgoff;
+  // Both kinds need contiguous vm_pgoff (a private VMA moved by mremap keeps its old one).
+  if (a.pgoff + a.pages !== b.pgoff) return false;
+  if (a.shared) return a.shmem === b.shmem;
   if (a.anonVma !== 0 && b.anonVma !== 0) return a.anonVma === b.anonVma;
   // One side is unfaulted and would take the other's anon_vma (is_mergeable_anon_vma): not one
   // that a fork child links with its parent's.
@@ -109,8 +112,7 @@ function mergeable(a: Vma, b: Vma): boolean {
 
 /**
  * anon_vma_compatible: `a` ends where `b` starts and they differ at most in protection (the
- * flags outside VM_ACCESS_FLAGS must match, VM_ACCOUNT included). Anonymous private VMAs always
- * have matching pgoffs.
+ * flags outside VM_ACCESS_FLAGS must match, VM_ACCOUNT included).
  */
 function anonVmaCompatible(a: Vma, b: Vma): boolean {
   return (
@@ -203,10 +205,8 @@ export class VmaList {
     const v = this.find(addr);
     if (v === null || v.start === addr) return;
     const tail = v.clone(addr, v.end);
-    if (v.shared) {
-      tail.pgoff = v.pgoff + (addr - v.start) / PAGE_SIZE;
-      v.shmem!.users++;
-    }
+    tail.pgoff = v.pgoff + (addr - v.start) / PAGE_SIZE;
+    if (v.shared) v.shmem!.users++;
     this.tree.setBounds(v, v.start, addr);
     this.tree.insert(tail);
   }

@@ -28,7 +28,7 @@ function setup(config: ConstructorParameters<typeof Machine>[0] = {}) {
 }
 
 function privateVma(start: number, end: number, anonVma = 0): Vma {
-  return new Vma(start, end, RW, false, THP_ADVICE_NONE, false, anonVma, null, 0);
+  return new Vma(start, end, RW, false, THP_ADVICE_NONE, false, anonVma, null, start / 4096);
 }
 
 describe("VmaList", () => {

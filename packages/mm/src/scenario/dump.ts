@@ -14,6 +14,8 @@ export class FrameIds {
   private readonly idOf = new Map<number, number>();
   private readonly pfnOf: number[] = [];
   private readonly seenIn: number[] = [];
+  /** Per id: in how many regions' latest dumps it appears. */
+  private readonly liveIn: number[] = [];
   private readonly live = new Map<string, number[]>();
   private serial = 0;
 
@@ -29,25 +31,35 @@ export class FrameIds {
       id = this.pfnOf.length;
       this.pfnOf.push(pfn);
       this.seenIn.push(0);
+      this.liveIn.push(0);
       this.idOf.set(pfn, id);
     }
     this.seenIn[id] = this.serial;
     return id;
   }
 
-  /** After a region's dump: retire the ids its last dump showed and this one did not. */
+  /**
+   * After a region's dump: retire the ids its last dump showed and this one did not, unless
+   * another region's latest dump still shows them (mremap can move frames between regions).
+   */
   endDump(region: string): void {
     const s = this.serial;
-    for (const id of this.live.get(region) ?? []) {
-      if (this.seenIn[id] !== s) {
+    const prev = this.live.get(region) ?? [];
+    for (const id of prev) this.liveIn[id]--;
+    for (const id of prev) {
+      if (this.seenIn[id] !== s && this.liveIn[id] === 0) {
         const pfn = this.pfnOf[id];
         if (this.idOf.get(pfn) === id) this.idOf.delete(pfn);
         this.pfnOf[id] = -1;
       }
     }
     const keep: number[] = [];
-    for (let id = 0; id < this.seenIn.length && keep.length < MAX_LIVE_IDS; id++)
-      if (this.seenIn[id] === s) keep.push(id);
+    for (let id = 0; id < this.seenIn.length && keep.length < MAX_LIVE_IDS; id++) {
+      if (this.seenIn[id] === s) {
+        keep.push(id);
+        this.liveIn[id]++;
+      }
+    }
     this.live.set(region, keep);
   }
 }

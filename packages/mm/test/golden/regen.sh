@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Regenerate the golden outputs from the real kernel of this machine:
-#   MMORACLE=/path/to/mmoracle bash regen.sh
+#   MMORACLE=/path/to/mmoracle [RUNS=10] bash regen.sh [DIR]
+# DIR is a directory of scenarios with the settings of one kernel (default: this one; see
+# README.md for which is which). With RUNS > 1 every scenario runs that many times and a
+# scenario whose outputs differ is reported (its golden is the first run's output).
 # mmoracle is a reference program that runs a scenario on the real kernel and prints the page
 # states; it must run as root (it reads /proc/PID/pagemap, /proc/kpageflags, /proc/kpagecount).
 # Writes NAME.golden for every NAME.mm here, and kernel.json with the kernel settings the outputs
@@ -8,9 +11,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 if [[ -z "${MMORACLE:-}" || ! -x "$MMORACLE" ]]; then
-  echo "usage: MMORACLE=/path/to/mmoracle bash regen.sh" >&2
+  echo "usage: MMORACLE=/path/to/mmoracle [RUNS=10] bash regen.sh [DIR]" >&2
   exit 2
 fi
+MMORACLE=$(realpath "$MMORACLE")
+cd "${1:-.}"
+runs=${RUNS:-1}
 
 thp=$(sed -n 's/.*\[\(always\|madvise\|never\)\].*/\1/p' /sys/kernel/mm/transparent_hugepage/enabled)
 use_zero_page=$(cat /sys/kernel/mm/transparent_hugepage/use_zero_page)
@@ -35,5 +41,10 @@ JSON
 
 for mm in *.mm; do
   "$MMORACLE" < "$mm" > "${mm%.mm}.golden"
+  for ((i = 2; i <= runs; i++)); do
+    if ! "$MMORACLE" < "$mm" | cmp -s - "${mm%.mm}.golden"; then
+      echo "${mm%.mm}: run $i differs from run 1" >&2
+    fi
+  done
   echo "${mm%.mm}.golden"
 done
