@@ -14,6 +14,8 @@ import {
 } from "@hmmkit/mm";
 import { describe, expect, it } from "vitest";
 import {
+  cpuOpSteps,
+  cpuTouchSteps,
   type Device,
   HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL,
   HMM_DMIRROR_PROT_PMD,
@@ -23,6 +25,7 @@ import {
   HMM_PFN_WRITE,
   type HmmCore,
   hmmPfnToMapOrder,
+  Scheduler,
 } from "../src/index.js";
 import { PAGE, PteOnlyFakeDriver, type RecordingFakeDriver } from "./fakes.js";
 import {
@@ -454,6 +457,37 @@ describe("device-private THP (compoundMigration: whole PMDs as order-9 device fo
       expectNoLeaks(sys, [dev]);
     });
   }
+
+  it("a compound migration racing CPU reads and a partial MADV_DONTNEED ends with the right data for every seed", () => {
+    const outcomes = new Set<string>();
+    for (let seed = 1; seed <= 24; seed++) {
+      const { sys, core, dev, p } = setup();
+      const { base, data } = hugeWithData(p, 50, 2);
+      const b = base + HPAGE_PMD_SIZE;
+      const sched = new Scheduler(seed);
+      sched.spawn("migrate", core.migrateToDeviceSteps(dev, p, base, base + 2 * HPAGE_PMD_SIZE));
+      sched.spawn("cpu", cpuTouchSteps(p, base + 100 * PAGE, 4 * PAGE, false));
+      sched.spawn(
+        "dontneed",
+        cpuOpSteps("madvise", () => p.mm.madvise(b + 8 * PAGE, 8 * PAGE, MADV_DONTNEED), {
+          mm: p.mm,
+          mode: "read",
+        }),
+      );
+      sched.run();
+      for (const t of ["migrate", "cpu", "dontneed"])
+        expect(sched.results.get(t)!.error, `${t} seed ${seed}`).toBeUndefined();
+      outcomes.add(`${cpuEntry(p.mm, base)!.kind}/${cpuEntry(p.mm, b)!.huge}`);
+      const want = data.slice();
+      want.fill(0, HPAGE_PMD_SIZE + 8 * PAGE, HPAGE_PMD_SIZE + 16 * PAGE);
+      expectCoherent(core, dev);
+      expectBytes(p.read(base, 2 * HPAGE_PMD_SIZE), want, `seed ${seed}`);
+      p.exit();
+      expectNoLeaks(sys, [dev]);
+    }
+    // Both orders happened: the CPU read before the migration, and after it (bringing PMD 0 home).
+    expect(outcomes.size).toBeGreaterThan(1);
+  });
 
   it("compoundMigration must be a boolean", () => {
     const sys = makeSystem();
