@@ -106,7 +106,8 @@ function collapseOne(mm: Mm, vma: Vma, haddr: number): number {
   let slot = pt.pmdSlot(haddr);
   if (slot < 0) return SCAN_PMD_NULL;
   if (pt.leafAt(slot) < 0) {
-    return (pt.pmdFlags[slot] & ENTRY_KIND_MASK) === ENTRY_NONE ? SCAN_PMD_NULL : SCAN_PMD_MAPPED;
+    // check_pmd_state: a PMD that is not present (migration, device-private) counts as none.
+    return (pt.pmdFlags[slot] & ENTRY_KIND_MASK) === ENTRY_PRESENT ? SCAN_PMD_MAPPED : SCAN_PMD_NULL;
   }
   if (vma.shared) return collapseShmem(mm, vma, haddr);
   const pool = mm.machine.pool;

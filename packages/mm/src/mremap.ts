@@ -8,7 +8,7 @@ import {
   PAGE_SIZE,
   TASK_SIZE,
 } from "./constants.js";
-import { ENTRY_KIND_MASK, ENTRY_NONE, ENTRY_PRESENT } from "./entry.js";
+import { ENTRY_KIND_MASK, ENTRY_NONE } from "./entry.js";
 import { MmError } from "./errors.js";
 import { MmuNotifyEvent } from "./notifier.js";
 import { splitHugePmd } from "./thp.js";
@@ -238,7 +238,7 @@ function movePageTables(mm: MremapMm, oldAddr: number, newAddr: number, len: num
         pt.setPmdHuge(pt.pmdSlotAlloc(n), pfn, flags);
         continue;
       }
-      if (kind !== ENTRY_PRESENT) continue;
+      // Present, migration and device-private PMDs alike become 512 PTEs (split_huge_pmd).
       splitHugePmd(mm, slot, o - (o % HPAGE_PMD_SIZE));
     }
     const srcSlot = pt.pmdSlot(o);
