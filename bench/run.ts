@@ -150,6 +150,10 @@ const faultPte = "core: device fault, 1 GiB populated, no-op per-PTE driver";
 bench.add(faultPte, PTES, () => {
   core.deviceFault(pteDev, mm, small, small + GiB, false);
 });
+const faultPteWrite = "core: write device fault, 1 GiB populated, no-op per-PTE driver";
+bench.add(faultPteWrite, PTES, () => {
+  core.deviceFault(pteDev, mm, small, small + GiB, true);
+});
 const faultArr = "core: device fault, 1 GiB populated, no-op array driver";
 bench.add(faultArr, PTES, () => {
   core.deviceFault(arrDev, mm, small, small + GiB, false);
@@ -184,6 +188,7 @@ row(scan, scan);
 row(scanCall, scan);
 row(walk, scan);
 row(faultPte, scanCall, { min: 0.5, text: ">= 0.5x scan+call" });
+row(faultPteWrite, scanCall);
 row(faultArr, scanCall);
 row(faultHuge, faultPteAgain, { min: 50, text: ">= 50x the 4 KiB-backed fault" });
 console.log(

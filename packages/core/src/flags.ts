@@ -6,6 +6,12 @@
  */
 import { ENTRY_DIRTY, ENTRY_WRITE, ENTRY_ZERO } from "@hmmkit/mm";
 
+// Local copies: these helpers run per PTE in the device-fault walk, where an imported binding
+// is a module-cell load at every use and a local `const` folds (see device-fault.ts).
+const DIRTY = ENTRY_DIRTY;
+const WRITE = ENTRY_WRITE;
+const ZERO = ENTRY_ZERO;
+
 /** The pfn is valid: the page may be read through it. */
 export const HMM_PFN_VALID = 1 << 0;
 /** The page may be written through it (implies VALID). */
@@ -36,15 +42,15 @@ export const HMM_PFN_ORDER_MASK = 0x1f;
 export function hmmFlagsOfPresent(f: number): number {
   return (
     HMM_PFN_VALID |
-    (f & ENTRY_WRITE ? HMM_PFN_WRITE : 0) |
-    (f & ENTRY_DIRTY ? HMM_PFN_DIRTY : 0) |
-    (f & ENTRY_ZERO ? HMM_PFN_ZERO : 0)
+    (f & WRITE ? HMM_PFN_WRITE : 0) |
+    (f & DIRTY ? HMM_PFN_DIRTY : 0) |
+    (f & ZERO ? HMM_PFN_ZERO : 0)
   );
 }
 
 /** HMM flags (VALID, DEVICE_PRIVATE, WRITE) of a CPU device-private entry owned by the caller. */
 export function hmmFlagsOfDevicePrivate(f: number): number {
-  return HMM_PFN_VALID | HMM_PFN_DEVICE_PRIVATE | (f & ENTRY_WRITE ? HMM_PFN_WRITE : 0);
+  return HMM_PFN_VALID | HMM_PFN_DEVICE_PRIVATE | (f & WRITE ? HMM_PFN_WRITE : 0);
 }
 
 /** hmm_pfn_to_map_order: the map order of a flags word (0 for a 4 KiB PTE, 9 for a PMD). */

@@ -11,6 +11,15 @@ import {
   PAGE_SIZE,
 } from "@hmmkit/mm";
 
+// Module-local copies of the entry encoding for the per-page loop (see device-fault.ts).
+const DEVICE_EXCLUSIVE = ENTRY_DEVICE_EXCLUSIVE;
+const DEVICE_PRIVATE = ENTRY_DEVICE_PRIVATE;
+const KIND_MASK = ENTRY_KIND_MASK;
+const OWNER_MASK = ENTRY_OWNER_MASK;
+const OWNER_SHIFT = ENTRY_OWNER_SHIFT;
+const PRESENT = ENTRY_PRESENT;
+const PROTNONE = ENTRY_PROTNONE;
+
 /** Pages per PMD (2 MiB / 4 KiB). */
 const PTRS_PER_PMD = 512;
 
@@ -19,10 +28,10 @@ const PTRS_PER_PMD = 512;
  * accessible page, or this device's own device-private or device-exclusive entry.
  */
 function mirrorable(f: number, owner: number): boolean {
-  const kind = f & ENTRY_KIND_MASK;
-  if (kind === ENTRY_PRESENT) return (f & ENTRY_PROTNONE) === 0;
-  if (kind === ENTRY_DEVICE_PRIVATE || kind === ENTRY_DEVICE_EXCLUSIVE)
-    return ((f >>> ENTRY_OWNER_SHIFT) & ENTRY_OWNER_MASK) === owner;
+  const kind = f & KIND_MASK;
+  if (kind === PRESENT) return (f & PROTNONE) === 0;
+  if (kind === DEVICE_PRIVATE || kind === DEVICE_EXCLUSIVE)
+    return ((f >>> OWNER_SHIFT) & OWNER_MASK) === owner;
   return false;
 }
 

@@ -25,6 +25,14 @@ import {
 } from "./flags.js";
 import { checkRange } from "./range.js";
 
+// Module-local copies of the entry encoding for the per-page loop (see device-fault.ts).
+const DEVICE_EXCLUSIVE = ENTRY_DEVICE_EXCLUSIVE;
+const DEVICE_PRIVATE = ENTRY_DEVICE_PRIVATE;
+const KIND_MASK = ENTRY_KIND_MASK;
+const PRESENT = ENTRY_PRESENT;
+const PROTNONE = ENTRY_PROTNONE;
+const WRITE = ENTRY_WRITE;
+
 /**
  * Most pages one snapshot call may cover: 2^20 (4 GiB of address space, 8 MiB of result arrays).
  * Snapshot a larger range in pieces.
@@ -81,8 +89,8 @@ export function snapshotRange(mm: Mm, owner: number, start: number, end: number)
     const i0 = (cur.addr - start) / PAGE_SIZE;
     if (cur.kind === SEG_HUGE) {
       const f = cur.flags;
-      const kind = f & ENTRY_KIND_MASK;
-      if (kind === ENTRY_DEVICE_PRIVATE) {
+      const kind = f & KIND_MASK;
+      if (kind === DEVICE_PRIVATE) {
         // hmm_vma_handle_absent_pmd: the owner's device-private PMD, every page with the PMD order.
         const own = entryOwner(f) === owner;
         const df = own ? hmmFlagsOfDevicePrivate(f) | (9 << HMM_PFN_ORDER_SHIFT) : HMM_PFN_REMOTE_PRIVATE;
@@ -93,7 +101,7 @@ export function snapshotRange(mm: Mm, owner: number, start: number, end: number)
         }
         continue;
       }
-      if (kind !== ENTRY_PRESENT || f & ENTRY_PROTNONE) continue;
+      if (kind !== PRESENT || f & PROTNONE) continue;
       const hf = hmmFlagsOfPresent(f) | (9 << HMM_PFN_ORDER_SHIFT);
       for (let i = 0; i < cur.count; i++) {
         if (flags[i0 + i] & HMM_PFN_ERROR) continue;
@@ -105,20 +113,20 @@ export function snapshotRange(mm: Mm, owner: number, start: number, end: number)
       for (let i = 0; i < cur.count; i++) {
         if (flags[i0 + i] & HMM_PFN_ERROR) continue;
         const f = pt.pteFlags[base + i];
-        const kind = f & ENTRY_KIND_MASK;
-        if (kind === ENTRY_PRESENT && !(f & ENTRY_PROTNONE)) {
+        const kind = f & KIND_MASK;
+        if (kind === PRESENT && !(f & PROTNONE)) {
           pfns[i0 + i] = pt.ptePfn[base + i];
           flags[i0 + i] = hmmFlagsOfPresent(f);
-        } else if (kind === ENTRY_DEVICE_PRIVATE) {
+        } else if (kind === DEVICE_PRIVATE) {
           if (entryOwner(f) === owner) {
             pfns[i0 + i] = pt.ptePfn[base + i];
             flags[i0 + i] = hmmFlagsOfDevicePrivate(f);
           } else flags[i0 + i] = HMM_PFN_REMOTE_PRIVATE;
-        } else if (kind === ENTRY_DEVICE_EXCLUSIVE && entryOwner(f) === owner) {
+        } else if (kind === DEVICE_EXCLUSIVE && entryOwner(f) === owner) {
           // Not VALID (hmm_range_fault would fault it to report it), but described, so that a
           // coherence check can match the caller's exclusive translation to it.
           pfns[i0 + i] = pt.ptePfn[base + i];
-          flags[i0 + i] = HMM_PFN_EXCLUSIVE | (f & ENTRY_WRITE ? HMM_PFN_WRITE : 0);
+          flags[i0 + i] = HMM_PFN_EXCLUSIVE | (f & WRITE ? HMM_PFN_WRITE : 0);
         }
       }
     }
