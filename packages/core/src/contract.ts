@@ -27,12 +27,13 @@
  *   copyToDevice        migrate_vma, pages locked, mmap_lock     refused           refused
  *   copyFromDevice      migrate_vma, pages locked (CPU fault)    refused           refused
  *   translations        driver update lock (inspection)          refused           refused
+ *   unbind              the core's unbind (notifier going away)  refused           refused
  *   release             nothing (the device is detached)         allowed           allowed; ENODEV
  *                                                                                  on its own device
  *
  * Mm syscalls are mmap, munmap, mprotect, madvise, fork and exit; a CPU access that hits a
  * present page needs no lock and is allowed, one that faults is refused. Core operations are
- * every HmmCore method that acts (addDevice, removeDevice, bind, deviceFault, snapshot,
+ * every HmmCore method that acts (addDevice, removeDevice, bind, unbind, deviceFault, snapshot,
  * makeExclusive, migrateToDevice, migrateToRam, evict, translations, and their step forms).
  *
  * DMA (`DeviceContext.dma`) runs only inside a copy callback and only on the frames it was
@@ -210,7 +211,11 @@ export interface HmmDriver {
    */
   unbind?(mmId: number): void;
 
-  /** The device is being removed (after its pages went home). Free driver resources. Optional. */
+  /**
+   * The device is being removed (after its pages went home). Free driver resources. Optional.
+   * Runs with no lock held, after the device was detached: mm syscalls are allowed here, core
+   * operations on this device give ENODEV.
+   */
   release?(): void;
 
   /**

@@ -5,7 +5,11 @@ import type { CallbackMode, DriverDispatcher } from "./dispatcher.js";
 import { type DriverError, HmmError } from "./errors.js";
 import type { DeviceStats } from "./stats.js";
 
-/** Configuration of one device. Unknown keys are passed to the driver untouched. */
+/**
+ * Configuration of one device, validated strictly at addDevice (code BAD_CONFIG). Keys other than
+ * the core's own must be declared by the plugin (`HmmPlugin.configKeys`); they are passed to the
+ * driver untouched. Any other key is refused, with a "did you mean" for a near miss.
+ */
 export interface DeviceConfig {
   /** Device name, unique per core (`gpu0`). */
   name: string;
@@ -34,7 +38,9 @@ export type DeviceState = "active" | "failed" | "removed";
 
 /**
  * Copy engine a driver uses in its copy callbacks: moves page contents between system frames and
- * this device's frames.
+ * this device's frames. It runs only inside copyToDevice / copyFromDevice and only on the frames
+ * that callback was given (pfns are checked: integers, in range, those of the copy); anything
+ * else throws and fails the device (DriverError, code DRIVER_DMA). See contract.ts.
  */
 export interface DeviceDma {
   /** Copy system frame `spfn` into device frame `dpfn`. */

@@ -305,7 +305,9 @@ export class HmmCore {
   private enter(op: string, dev: unknown, mm: unknown): { dev: Device; mm: Mm } {
     refuseInsideCallback(this.machine, op);
     const d = this.own(op, dev);
-    return { dev: d, mm: checkMm(this.machine, op, mm) };
+    const m = checkMm(this.machine, op, mm);
+    if (d.state === "removed") throw new HmmError("ENODEV", `${op}: device ${d.name} was removed`);
+    return { dev: d, mm: m };
   }
 
   /** The live address space with id `id` (the `mmId` every callback gets), if any. */
@@ -448,6 +450,8 @@ export class HmmCore {
     const e = this.enter(name, dev, mmLike);
     checkRange(name, start, end);
     checkSnapshotSize(name, start, end);
+    // dmirror_snapshot: mmget_not_zero fails on an address space that has exited.
+    if (e.mm.exited) throw new HmmError("EFAULT", `${name}: address space ${e.mm.id} has exited`);
     this.reap();
     e.dev.stats.snapshots++;
     return snapshotRange(e.mm, e.dev.ownerId, start, end);
@@ -556,6 +560,7 @@ export class HmmCore {
   evict(dev: Device, npages: number): number {
     refuseInsideCallback(this.machine, "evict");
     const d = this.own("evict", dev);
+    if (d.state === "removed") throw new HmmError("ENODEV", `evict: device ${d.name} was removed`);
     checkInteger("evict", "npages", npages, 0, d.memory.npages);
     let moved = 0;
     for (const dpfn of d.memory.oldestInUse(npages)) {

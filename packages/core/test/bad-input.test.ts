@@ -359,8 +359,7 @@ describe("a runaway translations iterator is cut off", () => {
     s.core.deviceFault(bad, s.p, s.a, s.a + 2 * PAGE, false);
     drv.arm("translations", () =>
       (function* () {
-        for (let i = 0; ; i++)
-          yield { mmId: s.p.mm.id, va: s.a, pfn: 1, order: 0, writable: false, devicePrivate: false };
+        for (;;) yield { mmId: s.p.mm.id, va: s.a, pfn: 1, order: 0, writable: false, devicePrivate: false };
       })(),
     );
     expect(s.core.translations(bad)).toEqual([]);
