@@ -158,7 +158,7 @@ const faultArr = "core: device fault, 1 GiB populated, no-op array driver";
 bench.add(faultArr, PTES, () => {
   core.deviceFault(arrDev, mm, small, small + GiB, false);
 });
-const hugeDrv = hugeDev.dispatcher.driver as NoopHugeFakeDriver;
+const hugeDrv = hugeDev.driver as NoopHugeFakeDriver;
 const before = hugeDrv.huge;
 core.deviceFault(hugeDev, mm, huge, huge + GiB, false);
 const hugeCalls = hugeDrv.huge - before;

@@ -15,7 +15,7 @@ export function main(log: (line: string) => void = console.log): void {
   });
   proc.write(buf, new TextEncoder().encode("hello from the CPU"));
   const r = core.deviceFault(dev, proc, buf, buf + 64 * 1024, false);
-  const tlb = dev.dispatcher.driver as TinyTlbDriver;
+  const tlb = dev.driver as TinyTlbDriver;
   log(
     `device fault on [${hex(buf)}, +64 KiB): ${r.pages} pages reported, ${r.cpuFaults} CPU faults run for the device`,
   );

@@ -95,7 +95,7 @@ export function main(log: (line: string) => void = console.log): void {
   const f1 = core.deviceFault(dev, parent, buf, buf + 64 * 1024, false);
   const f2 = core.deviceFault(dev, parent, huge, huge + 2 * MiB, true);
   log(
-    `    ${f1.pages + f2.pages} pages reported; driver saw ${(dev.dispatcher.driver as LoggingDemoDriver).pages} per-PTE calls`,
+    `    ${f1.pages + f2.pages} pages reported; driver saw ${(dev.driver as LoggingDemoDriver).pages} per-PTE calls`,
   );
   log("the CPU write-protects part of it (mprotect), then unmaps the THP:");
   parent.mm.mprotect(buf, 16 * 1024, PROT_READ);

@@ -59,7 +59,7 @@ describe("dependency injection", () => {
       tlbEntries: 48,
       vendor: { id: 0x10de },
     });
-    const drv = dev.dispatcher.driver as InjectionProbeFakeDriver;
+    const drv = dev.driver as InjectionProbeFakeDriver;
     expect(drv.ctx).toBe(dev.context);
     expect(drv.ctx.name).toBe("gpu0");
     expect(drv.ctx.ownerId).toBe(dev.ownerId);

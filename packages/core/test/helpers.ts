@@ -56,7 +56,7 @@ export function addFake<T extends MirrorFakeBase>(
   pluginName = "recording-fake",
 ): { dev: Device; drv: T } {
   const dev = core.addDevice(fakePlugin(driver, pluginName), { name, memoryPages: 256, ...config });
-  return { dev, drv: dev.dispatcher.driver as T };
+  return { dev, drv: dev.driver as T };
 }
 
 /** A private anonymous mapping. */
