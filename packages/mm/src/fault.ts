@@ -306,6 +306,8 @@ function doSharedFault(mm: Mm, vma: Vma, addr: number, pos: number, write: boole
   const obj = vma.shmem!;
   machine.stats.faultShmem++;
   const index = vma.shmemIndex(alignDown(addr, PAGE_SIZE));
+  // Past the end of the object (a shared mapping grown by mremap): shmem_fault gives SIGBUS.
+  if (index >= obj.npages) return VM_FAULT_SIGBUS;
   if (!write) faultAround(mm, vma, addr, pos);
   if ((mm.pt.pteFlags[pos] & ENTRY_KIND_MASK) !== ENTRY_NONE) return VM_FAULT_OK;
   let pfn = obj.frameAt(index);

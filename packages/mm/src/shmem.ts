@@ -16,8 +16,8 @@ export class ShmemObject {
     this.pages = new Int32Array(npages);
   }
 
-  /** Frame at page offset `index`, or -1. */
+  /** Frame at page offset `index`, or -1 (also past the object's end). */
   frameAt(index: number): number {
-    return this.pages[index] - 1;
+    return index < this.npages ? this.pages[index] - 1 : -1;
   }
 }

@@ -30,6 +30,7 @@ import {
   hugePmdAt,
   mmapHuge,
   mmapPrivate,
+  mmapShared,
   PAGE,
   pteAt,
   RecordingFakeNotifier,
@@ -222,6 +223,17 @@ describe("mremap", () => {
     c.exit();
     p.exit();
     expectNoFrameReferenced(m);
+  });
+
+  it("maps nothing past the end of a shared mapping's object after a grow: a touch there is SIGBUS", () => {
+    const { p, mm } = setup();
+    const s = mmapShared(p, 4 * PAGE);
+    p.writeStamp(s, 4 * PAGE, 1);
+    expect(mm.mremap(s, 4 * PAGE, 8 * PAGE, 0)).toBe(s);
+    expect(thrown(() => p.readPageHash(s + 5 * PAGE)).message).toMatch(/SIGBUS/);
+    expect(pteAt(mm, s + 5 * PAGE)).toBeNull();
+    // The pages inside the object are still there, read through fault-around.
+    expect(p.readPageHash(s + 3 * PAGE)).not.toBe(0);
   });
 
   it("rejects bad arguments with the kernel's errno and changes nothing", () => {
