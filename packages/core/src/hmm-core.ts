@@ -1,8 +1,4 @@
 import {
-  ENTRY_DEVICE_PRIVATE,
-  ENTRY_KIND_MASK,
-  entryOwner,
-  HPAGE_PMD_NR,
   HPAGE_PMD_SIZE,
   type Machine,
   type Mm,
@@ -26,6 +22,7 @@ import {
 } from "./device.js";
 import { DeviceFaultOp, type DeviceFaultResult, deviceFaultSteps, deviceFaultSync } from "./device-fault.js";
 import { DeviceMemory } from "./device-memory.js";
+import { findDeviceFolio } from "./device-rmap.js";
 import { type CallbackMode, DriverDispatcher, refuseInsideCallback } from "./dispatcher.js";
 import { type DriverError, describeThrown, HmmError } from "./errors.js";
 import { HMM_PFN_EXCLUSIVE, HMM_PFN_VALID, HMM_PFN_WRITE, hmmFlagsToProt } from "./flags.js";
@@ -600,22 +597,9 @@ export class HmmCore {
     return moved;
   }
 
-  /**
-   * Where the folio headed by `dpfn` is mapped now: the recorded place, or any live mm mapping it
-   * there (by a PTE, or, for an order-9 folio, by a device-private PMD or any of its PTEs).
-   */
+  /** Where the folio headed by `dpfn` is mapped now (see findDeviceFolio). */
   private findInstalled(dev: Device, dpfn: number): { mm: Mm; va: number } | null {
-    const va = dev.memory.installedVa[dpfn];
-    const want = dev.memory.installedMm[dpfn];
-    const huge = dev.memory.isHuge(dpfn);
-    let found: { mm: Mm; va: number } | null = null;
-    for (const mm of this.machine.mms) {
-      if (!(huge ? mapsDeviceFolio(mm, dev.ownerId, va, dpfn) : mapsDevicePage(mm, dev.ownerId, va, dpfn)))
-        continue;
-      if (mm.id === want) return { mm, va };
-      found ??= { mm, va };
-    }
-    return found;
+    return findDeviceFolio(this.machine, dev, dpfn);
   }
 
   /** Bring every page of `dev` home (used on removal and failure). */
@@ -694,30 +678,4 @@ export class HmmCore {
     for (const b of dev.bindings.values()) for (const v of b.mm.vmas) pages += v.pages;
     return pages + TRANSLATIONS_MARGIN;
   }
-}
-
-/** True if `mm` maps device page `dpfn` of `owner` at `va` with a device-private PTE. */
-function mapsDevicePage(mm: Mm, owner: number, va: number, dpfn: number): boolean {
-  const pos = mm.pt.ptePos(va);
-  if (pos < 0) return false;
-  const f = mm.pt.pteFlags[pos];
-  return (
-    (f & ENTRY_KIND_MASK) === ENTRY_DEVICE_PRIVATE && entryOwner(f) === owner && mm.pt.ptePfn[pos] === dpfn
-  );
-}
-
-/** True if `mm` maps any page of the order-9 device folio `head` of `owner` placed at `va`. */
-function mapsDeviceFolio(mm: Mm, owner: number, va: number, head: number): boolean {
-  const pt = mm.pt;
-  const slot = pt.pmdSlot(va);
-  if (slot < 0) return false;
-  if (pt.pmdChild[slot] === 0) {
-    const f = pt.pmdFlags[slot];
-    return (
-      (f & ENTRY_KIND_MASK) === ENTRY_DEVICE_PRIVATE && entryOwner(f) === owner && pt.pmdPfn[slot] === head
-    );
-  }
-  for (let i = 0; i < HPAGE_PMD_NR; i++)
-    if (mapsDevicePage(mm, owner, va + i * PAGE_SIZE, head + i)) return true;
-  return false;
 }

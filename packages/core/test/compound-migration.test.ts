@@ -8,7 +8,11 @@ import {
   entryOwner,
   HPAGE_PMD_SIZE,
   MADV_DONTNEED,
+  MADV_FREE,
   MmuNotifyEvent,
+  MREMAP_DONTUNMAP,
+  MREMAP_FIXED,
+  MREMAP_MAYMOVE,
   PROT_READ,
   type Process,
 } from "@hmmkit/mm";
@@ -165,10 +169,16 @@ describe("device-private THP (compoundMigration: whole PMDs as order-9 device fo
     expectNoLeaks(sys, [dev]);
   });
 
-  it("hmm-tests migrate_anon_huge_free: discarding the whole PMD frees the device folio at once", () => {
+  it("hmm-tests migrate_anon_huge_free: MADV_FREE leaves a device-private PMD alone; discarding it frees the device folio at once", () => {
     const { sys, core, dev, drv, p } = setup();
-    const { base } = hugeWithData(p, 7);
+    const { base, data } = hugeWithData(p, 7);
     core.migrateToDevice(dev, p, base, base + HPAGE_PMD_SIZE);
+    // madvise_free_huge_pmd skips a non-present PMD: MADV_FREE succeeds and changes nothing.
+    p.mm.madvise(base, HPAGE_PMD_SIZE, MADV_FREE);
+    expectDevicePmd(p, base, dev);
+    expect(protBytes(core, dev, p, base)).toEqual([PROT_DEV_PMD_RW]);
+    core.deviceFault(dev, p, base, base + PAGE, false); // its CLEAR dropped the mirror; fault it back
+    expectBytes(drv.deviceRead(p.mm.id, base, HPAGE_PMD_SIZE), data);
     drv.clearRecords();
     p.mm.madvise(base, HPAGE_PMD_SIZE, MADV_DONTNEED);
     expect(cpuEntry(p.mm, base)).toBeNull();
@@ -280,6 +290,62 @@ describe("device-private THP (compoundMigration: whole PMDs as order-9 device fo
       expectNoLeaks(sys, [dev]);
     });
   }
+
+  for (const before of [false, true])
+    for (const dontunmap of [false, true])
+      for (const offset of [0, HPAGE_PMD_SIZE / 4, HPAGE_PMD_SIZE / 2]) {
+        it(`hmm-tests migrate_remap_fault (migrate ${before ? "after" : "before"} mremap, dontunmap ${dontunmap}, offset ${offset / 1024} KiB): data reads back at the new address`, () => {
+          const { sys, core, dev, p } = setup();
+          const { base, data } = hugeWithData(p, 60);
+          const hole = mmapHuge(p, 2);
+          p.mm.munmap(hole, 2 * HPAGE_PMD_SIZE);
+          const target = hole + offset;
+          const flags = MREMAP_MAYMOVE | MREMAP_FIXED | (dontunmap ? MREMAP_DONTUNMAP : 0);
+          let head = -1;
+          if (!before) {
+            core.migrateToDevice(dev, p, base, base + HPAGE_PMD_SIZE);
+            head = expectDevicePmd(p, base, dev);
+          }
+          expect(p.mm.mremap(base, HPAGE_PMD_SIZE, HPAGE_PMD_SIZE, flags, target)).toBe(target);
+          if (!before) {
+            const e = cpuEntry(p.mm, target)!;
+            expect(e.kind).toBe(ENTRY_DEVICE_PRIVATE);
+            // A PMD-aligned move keeps the device-private PMD intact; any other splits it first.
+            expect(e.huge).toBe(offset === 0);
+            if (offset === 0) expect(e.pfn).toBe(head);
+            expect(dev.memory.used).toBe(NR);
+          } else {
+            expect(core.migrateToDevice(dev, p, target, target + HPAGE_PMD_SIZE).migrated).toBe(NR);
+          }
+          expectBytes(p.read(target, HPAGE_PMD_SIZE), data);
+          if (dontunmap) expectZeros(p.read(base, PAGE));
+          p.exit();
+          expectNoLeaks(sys, [dev]);
+        });
+      }
+
+  it("device frames moved by mremap are still found: removing the device brings them home at their new address", () => {
+    const { sys, core, dev, p } = setup();
+    const a = hugeWithData(p, 61);
+    const b = hugeWithData(p, 62);
+    core.migrateToDevice(dev, p, a.base, a.base + HPAGE_PMD_SIZE);
+    dev.failNextAlloc(); // b goes page by page
+    core.migrateToDevice(dev, p, b.base, b.base + HPAGE_PMD_SIZE);
+    const hole = mmapHuge(p, 4);
+    p.mm.munmap(hole, 4 * HPAGE_PMD_SIZE);
+    const flags = MREMAP_MAYMOVE | MREMAP_FIXED;
+    p.mm.mremap(a.base, HPAGE_PMD_SIZE, HPAGE_PMD_SIZE, flags, hole);
+    p.mm.mremap(b.base, HPAGE_PMD_SIZE, HPAGE_PMD_SIZE, flags, hole + 2 * HPAGE_PMD_SIZE + PAGE);
+    expect(dev.memory.used).toBe(2 * NR);
+    core.removeDevice(dev);
+    expect(dev.memory.used).toBe(0);
+    const e = cpuEntry(p.mm, hole)!;
+    expect([e.kind, e.huge]).toEqual([ENTRY_PRESENT, true]);
+    expectBytes(p.read(hole, HPAGE_PMD_SIZE), a.data);
+    expectBytes(p.read(hole + 2 * HPAGE_PMD_SIZE + PAGE, HPAGE_PMD_SIZE), b.data);
+    p.exit();
+    expectNoLeaks(sys, [dev]);
+  });
 
   it("mprotect of part of a device-private PMD splits it; of all of it keeps the PMD read-only", () => {
     const { sys, core, dev, p } = setup();

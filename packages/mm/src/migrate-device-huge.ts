@@ -27,7 +27,7 @@ import {
 } from "./migrate-vma.js";
 import { MmuNotifyEvent } from "./notifier.js";
 import { rmapAddPmd, rmapAddPte, rmapRemovePmd } from "./rmap.js";
-import { forEachPmdMapping } from "./rmap-walk.js";
+import { forEachAnonCandidate, forEachPmdMapping } from "./rmap-walk.js";
 import { splitHugePmd, splitHugePmdLocked } from "./thp.js";
 import type { MmStruct as Mm } from "./types.js";
 import type { Vma } from "./vma.js";
@@ -84,8 +84,8 @@ export function collectHugePmd(args: MigrateVma, vma: Vma, i: number, va: number
     if (pool.entireMapcount[b] !== pool.largeMapcount[b] || pool.refcount[head] !== pool.largeMapcount[b])
       return COLLECT_PER_PAGE;
     pool.get(head); // the migration's own reference
-    forEachPmdMapping(machine, va, ENTRY_PRESENT, head, (m, s) =>
-      unmapPmdMapping(mm, m, va, () => {
+    forEachPmdMapping(machine, mm, va, ENTRY_PRESENT, head, (m, s, at) =>
+      unmapPmdMapping(mm, m, at, () => {
         m.pt.setPmdFlags(s, ENTRY_MIGRATION | (m.pt.pmdFlags[s] & (ENTRY_WRITE | ENTRY_DIRTY)));
         rmapRemovePmd(pool, m.id, head);
         pool.put(head);
@@ -101,14 +101,14 @@ export function collectHugePmd(args: MigrateVma, vma: Vma, i: number, va: number
     if (!(sel & MIGRATE_VMA_SELECT_DEVICE_PRIVATE) || owner !== args.pgmapOwner) return COLLECT_DONE;
     const ops = machine.devicePagemap(owner);
     let maps = 0;
-    forEachPmdMapping(machine, va, ENTRY_DEVICE_PRIVATE, head, (m, s) => {
+    forEachPmdMapping(machine, mm, va, ENTRY_DEVICE_PRIVATE, head, (m, s) => {
       if (entryOwner(m.pt.pmdFlags[s]) === owner) maps++;
     });
     if (ops.folioRefs(head) !== maps) return COLLECT_PER_PAGE;
     ops.pageGet(head);
-    forEachPmdMapping(machine, va, ENTRY_DEVICE_PRIVATE, head, (m, s) => {
+    forEachPmdMapping(machine, mm, va, ENTRY_DEVICE_PRIVATE, head, (m, s, at) => {
       if (entryOwner(m.pt.pmdFlags[s]) !== owner) return;
-      unmapPmdMapping(mm, m, va, () => {
+      unmapPmdMapping(mm, m, at, () => {
         m.pt.setPmdFlags(
           s,
           ENTRY_MIGRATION | (owner << ENTRY_OWNER_SHIFT) | (m.pt.pmdFlags[s] & ENTRY_WRITE),
@@ -174,7 +174,7 @@ export function splitCompoundEntry(args: MigrateVma, i: number): boolean {
   } else {
     machine.pool.splitUnmappedLarge(head);
   }
-  forEachPmdMapping(machine, va, ENTRY_MIGRATION, head, (m, s) => {
+  forEachPmdMapping(machine, mm, va, ENTRY_MIGRATION, head, (m, s) => {
     if (entryOwner(m.pt.pmdFlags[s]) === owner) splitHugePmdLocked(m, s);
   });
   for (let j = 0; j < HPAGE_PMD_NR; j++) {
@@ -308,7 +308,9 @@ export function finalizeCompound(args: MigrateVma, i: number): void {
     const newThp = !targetDevice && target !== src;
     if (newThp) pool.flags.fill(FRAME_LARGE | FRAME_ANON, target, target + HPAGE_PMD_NR);
     let maps = 0;
-    for (const m of machine.mms) maps += restoreHuge(m, va, src, srcDevice, target, targetDevice, owner);
+    forEachAnonCandidate(machine, mm, va, (m, at) => {
+      if (at % HPAGE_PMD_SIZE === 0) maps += restoreHuge(m, at, src, srcDevice, target, targetDevice, owner);
+    });
     if (newThp && maps === 1 && (exclusive || srcDevice)) {
       pool.flags.fill(FRAME_LARGE | FRAME_ANON | FRAME_ANON_EXCLUSIVE, target, target + HPAGE_PMD_NR);
     }

@@ -1,4 +1,4 @@
-import { PAGE_SIZE } from "./constants.js";
+import { HPAGE_PMD_SIZE, PAGE_SIZE } from "./constants.js";
 import { ENTRY_KIND_MASK } from "./entry.js";
 import type { MachineState as Machine, MmStruct as Mm } from "./types.js";
 
@@ -54,20 +54,23 @@ export function forEachMapping(
 }
 
 /**
- * Visit every live address space whose PMD at `haddr` (2 MiB aligned) is a huge entry of kind
- * `kind` with frame `pfn`: the PMD mappings of a large folio (a THP, or an order-9 device folio),
- * found the same way as {@link forEachMapping}.
+ * Visit every live address space that maps the large folio mapped by the PMD at `haddr` (2 MiB
+ * aligned) in `from` with a huge entry of kind `kind` and frame `pfn`: the PMD mappings of a THP
+ * or an order-9 device folio, found the same way as {@link forEachMapping} (an mremap moves a
+ * PMD whole only to a 2 MiB aligned address). `fn` gets the mm, the PMD slot and the address.
  */
 export function forEachPmdMapping(
   machine: Machine,
+  from: Mm,
   haddr: number,
   kind: number,
   pfn: number,
-  fn: (mm: Mm, slot: number) => void,
+  fn: (mm: Mm, slot: number, va: number) => void,
 ): void {
-  for (const mm of machine.mms) {
-    const slot = mm.pt.pmdSlot(haddr);
-    if (slot < 0 || mm.pt.pmdChild[slot] !== 0) continue;
-    if ((mm.pt.pmdFlags[slot] & ENTRY_KIND_MASK) === kind && mm.pt.pmdPfn[slot] === pfn) fn(mm, slot);
-  }
+  forEachAnonCandidate(machine, from, haddr, (mm, a) => {
+    if (a % HPAGE_PMD_SIZE !== 0) return;
+    const slot = mm.pt.pmdSlot(a);
+    if (slot < 0 || mm.pt.pmdChild[slot] !== 0) return;
+    if ((mm.pt.pmdFlags[slot] & ENTRY_KIND_MASK) === kind && mm.pt.pmdPfn[slot] === pfn) fn(mm, slot, a);
+  });
 }
