@@ -39,8 +39,8 @@ function fail(errno: "EINVAL" | "EFAULT" | "ENOMEM", why: string): never {
  *    private mapping when something new would be mapped (a shared one is mapped again instead).
  *  - EFAULT: `addr` not mapped, or the old range not inside that one VMA when it grows or moves.
  *  - ENOMEM: growing in place without room and without MREMAP_MAYMOVE; no free range to move to.
- * Shrinking unmaps the tail in place. A same-size MREMAP_FIXED move may take several VMAs (with
- * gaps) along. A move keeps every entry (present, migration, device-private, device-exclusive)
+ * Shrinking unmaps the tail in place. A same-size MREMAP_FIXED move (with or without
+ * MREMAP_DONTUNMAP) may take several VMAs, and the gaps between them, along. A move keeps every entry (present, migration, device-private, device-exclusive)
  * with its frame and mapcount: the page tables move (move_page_tables), mirrors get UNMAP over
  * the source range first. Returns the new address.
  */
@@ -79,8 +79,8 @@ export function mremap(
     }
   }
   // A same-size MREMAP_FIXED move may move every VMA in the range (remap_move).
-  if (flags & MREMAP_FIXED && oldLen === newLen && !(flags & MREMAP_DONTUNMAP) && oldLen > 0) {
-    return moveMany(mm, addr, oldLen, newAddr);
+  if (flags & MREMAP_FIXED && oldLen === newLen && oldLen > 0) {
+    return moveMany(mm, addr, oldLen, newAddr, (flags & MREMAP_DONTUNMAP) !== 0);
   }
   const vma = mm.findVma(addr);
   if (vma === null) fail("EFAULT", `${hex(addr)} is not mapped`);
@@ -140,10 +140,13 @@ function mremapTo(
   return moveVma(mm, v, addr, len, newLen, dst, (flags & MREMAP_DONTUNMAP) !== 0);
 }
 
-/** A same-size MREMAP_FIXED move of every VMA part in [addr, addr + len), gaps kept as gaps. */
-function moveMany(mm: MremapMm, addr: number, len: number, newAddr: number): number {
+/**
+ * A same-size MREMAP_FIXED move of every VMA part in [addr, addr + len) (remap_move), gaps kept
+ * as gaps; `addr` itself must be mapped (EFAULT).
+ */
+function moveMany(mm: MremapMm, addr: number, len: number, newAddr: number, dontunmap: boolean): number {
   const end = addr + len;
-  if (!mm.vmas.intersects(addr, end)) fail("EFAULT", `[${hex(addr)}, +${len}) is not mapped`);
+  if (mm.findVma(addr) === null) fail("EFAULT", `${hex(addr)} is not mapped`);
   mm.munmapOp(newAddr, len);
   let cur = addr;
   while (cur < end) {
@@ -151,7 +154,7 @@ function moveMany(mm: MremapMm, addr: number, len: number, newAddr: number): num
     if (v === null || v.start >= end) break;
     const s = Math.max(cur, v.start);
     const e = Math.min(end, v.end);
-    moveVma(mm, v, s, e - s, e - s, newAddr + (s - addr), false);
+    moveVma(mm, v, s, e - s, e - s, newAddr + (s - addr), dontunmap);
     cur = e;
   }
   return newAddr;
