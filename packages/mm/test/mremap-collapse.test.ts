@@ -32,8 +32,10 @@ import {
   mmapPrivate,
   mmapShared,
   PAGE,
+  PRIVATE,
   pteAt,
   RecordingFakeNotifier,
+  RW,
   thrown,
 } from "./helpers.js";
 
@@ -234,6 +236,40 @@ describe("mremap", () => {
     expect(pteAt(mm, s + 5 * PAGE)).toBeNull();
     // The pages inside the object are still there, read through fault-around.
     expect(p.readPageHash(s + 3 * PAGE)).not.toBe(0);
+  });
+
+  it("keeps the moved VMA's anon_vma and page offset, so it merges only where the offsets line up", () => {
+    const { p, mm } = setup();
+    const a = mmapPrivate(p, 8 * PAGE);
+    p.writeStamp(a, 8 * PAGE, 1);
+    const before = mm.findVma(a)!;
+    const far = mm.mmap({ addr: 0x1000_0000_0000, length: 64 * PAGE, prot: RW, flags: PRIVATE });
+    expect(far).toBe(0x1000_0000_0000);
+    mm.munmap(far + 8 * PAGE, 8 * PAGE);
+    // Moved next to an unrelated VMA (whose pgoff does not continue it): no merge.
+    mm.mremap(a + 4 * PAGE, 4 * PAGE, 4 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, far + 4 * PAGE);
+    const moved = mm.findVma(far + 4 * PAGE)!;
+    expect(moved.anonVma).toBe(before.anonVma);
+    expect(moved.pgoff).toBe((a + 4 * PAGE) / PAGE);
+    expect(moved.start).toBe(far + 4 * PAGE);
+    expect(mm.findVma(far)!.end).toBe(far + 4 * PAGE);
+    // Moved back where it came from: one VMA again.
+    mm.mremap(far + 4 * PAGE, 4 * PAGE, 4 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, a + 4 * PAGE);
+    const back = mm.findVma(a)!;
+    expect([back.start, back.end]).toEqual([a, a + 8 * PAGE]);
+    expect(p.readPageHash(a + 5 * PAGE)).not.toBe(0);
+  });
+
+  it("unlinks the anon_vma of a VMA that MREMAP_DONTUNMAP emptied whole", () => {
+    const { p, mm } = setup();
+    const a = mmapPrivate(p, 8 * PAGE);
+    p.writeStamp(a, 8 * PAGE, 1);
+    const id = mm.findVma(a)!.anonVma;
+    const n = mm.mremap(a, 8 * PAGE, 8 * PAGE, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+    expect(mm.findVma(n)!.anonVma).toBe(id);
+    expect(mm.findVma(a)!.anonVma).toBe(0);
+    p.touch(a, PAGE, true);
+    expect(mm.findVma(a)!.anonVma).not.toBe(0);
   });
 
   it("rejects bad arguments with the kernel's errno and changes nothing", () => {
