@@ -31,10 +31,10 @@
  *   release             nothing (the device is detached)         allowed           allowed; ENODEV
  *                                                                                  on its own device
  *
- * Mm syscalls are mmap, munmap, mprotect, madvise, fork and exit; a CPU access that hits a
- * present page needs no lock and is allowed, one that faults is refused. Core operations are
- * every HmmCore method that acts (addDevice, removeDevice, bind, unbind, deviceFault, snapshot,
- * makeExclusive, migrateToDevice, migrateToRam, evict, translations, and their step forms).
+ * Mm syscalls are mmap, munmap, mremap, mprotect, madvise, fork and exit (through Mm and
+ * Process); a CPU access that hits a present page needs no lock and is allowed, one that faults is
+ * refused. Core operations are every HmmCore method that acts (addDevice, removeDevice, bind, unbind, deviceFault, snapshot,
+ * makeExclusive, migrateToDevice, migrateToRam, evict, translations, reap, and their step forms).
  *
  * DMA (`DeviceContext.dma`) runs only inside a copy callback and only on the frames it was
  * given: `systemToDevice(spfn, dpfn)` or `zeroDevicePage(dpfn)` in copyToDevice,

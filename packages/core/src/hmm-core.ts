@@ -640,6 +640,7 @@ export class HmmCore {
    * with it. A device leaves the queue only once it is fully detached.
    */
   reap(): void {
+    refuseInsideCallback(this.machine, "reap");
     if (this.notifierDepth > 0 || this.reaping) return;
     if (this.pendingUnregister.length > 0) this.unregisterFreed();
     this.reaping = true;

@@ -9,7 +9,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { createHmm, type Device, type HmmSystem, runSteps } from "../src/index.js";
 import { fakePlugin, PAGE, RecordingFakeDriver as Recording, type RecordingFakeDriver } from "./fakes.js";
-import { fuzzRuns, isClearError } from "./fuzz.js";
+import { FUZZ_TIMEOUT, fuzzRuns, isClearError } from "./fuzz.js";
 import { addFake, makeSystem, mmapPrivate, randomBytes } from "./helpers.js";
 
 const N = 16;
@@ -258,44 +258,48 @@ const FOLLOW: ((w: World) => unknown)[] = [
 const tally = { cases: 0, clearErrors: 0, accepted: 0, byEntry: new Map<string, number>() };
 
 describe("fuzz: bad arguments at every public core entry", () => {
-  it("only clear errors escape, and a rejected call changes nothing (equal to a control run)", () => {
-    fc.assert(
-      fc.property(caseArb, ({ entry, i, bad, follow }) => {
-        tally.cases++;
-        tally.byEntry.set(entry.name, (tally.byEntry.get(entry.name) ?? 0) + 1);
-        const w = build();
-        const control = build();
-        const args = entry.args.map((f, k) => (k === i ? bad(w) : f(w)));
-        const before = observe(w.sys, w.dev, w);
-        let rejected = false;
-        try {
-          entry.call(w, args);
-        } catch (e) {
-          if (!isClearError(e)) throw e;
-          rejected = true;
-        }
-        if (!rejected) {
-          // A valid no-op (unbinding an address space that has exited): it must change nothing.
+  it(
+    "only clear errors escape, and a rejected call changes nothing (equal to a control run)",
+    () => {
+      fc.assert(
+        fc.property(caseArb, ({ entry, i, bad, follow }) => {
+          tally.cases++;
+          tally.byEntry.set(entry.name, (tally.byEntry.get(entry.name) ?? 0) + 1);
+          const w = build();
+          const control = build();
+          const args = entry.args.map((f, k) => (k === i ? bad(w) : f(w)));
+          const before = observe(w.sys, w.dev, w);
+          let rejected = false;
+          try {
+            entry.call(w, args);
+          } catch (e) {
+            if (!isClearError(e)) throw e;
+            rejected = true;
+          }
+          if (!rejected) {
+            // A valid no-op (unbinding an address space that has exited): it must change nothing.
+            expect(observe(w.sys, w.dev, w)).toEqual(before);
+            tally.accepted++;
+            if (process.env.HMMKIT_FUZZ_REPORT)
+              console.info(`ACCEPTED ${entry.name} arg ${i}: ${bad.toString()}`);
+            return;
+          }
+          tally.clearErrors++;
           expect(observe(w.sys, w.dev, w)).toEqual(before);
-          tally.accepted++;
-          if (process.env.HMMKIT_FUZZ_REPORT)
-            console.info(`ACCEPTED ${entry.name} arg ${i}: ${bad.toString()}`);
-          return;
-        }
-        tally.clearErrors++;
-        expect(observe(w.sys, w.dev, w)).toEqual(before);
-        FOLLOW[follow](w);
-        FOLLOW[follow](control);
-        expect(observe(w.sys, w.dev, w)).toEqual(observe(control.sys, control.dev, control));
-      }),
-      { seed: 0xbad1, numRuns: fuzzRuns(150) },
-    );
-    if (process.env.HMMKIT_FUZZ_REPORT)
-      console.info(
-        `bad-input campaign: ${tally.cases} cases, ${tally.clearErrors} clear errors, ${tally.accepted} accepted; by entry: ${[...tally.byEntry].map(([k, v]) => `${k} ${v}`).join(", ")}`,
+          FOLLOW[follow](w);
+          FOLLOW[follow](control);
+          expect(observe(w.sys, w.dev, w)).toEqual(observe(control.sys, control.dev, control));
+        }),
+        { seed: 0xbad1, numRuns: fuzzRuns(150) },
       );
-    expect(tally.clearErrors).toBeGreaterThan(tally.cases * 0.9);
-  });
+      if (process.env.HMMKIT_FUZZ_REPORT)
+        console.info(
+          `bad-input campaign: ${tally.cases} cases, ${tally.clearErrors} clear errors, ${tally.accepted} accepted; by entry: ${[...tally.byEntry].map(([k, v]) => `${k} ${v}`).join(", ")}`,
+        );
+      expect(tally.clearErrors).toBeGreaterThan(tally.cases * 0.9);
+    },
+    FUZZ_TIMEOUT,
+  );
 
   it("createHmm with a bad option of any kind is a BAD_CONFIG error", () => {
     const bads: Record<string, unknown>[] = [

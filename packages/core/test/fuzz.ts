@@ -13,6 +13,9 @@ export function fuzzRuns(ci: number): number {
   return process.env.HMMKIT_FUZZ === "long" ? ci * 50 : ci;
 }
 
+/** The test timeout of a campaign (ms): vitest's default, or 30 minutes with HMMKIT_FUZZ=long. */
+export const FUZZ_TIMEOUT = process.env.HMMKIT_FUZZ === "long" ? 30 * 60_000 : 60_000;
+
 /** True for the errors the core and mm may raise: anything else escaping is a bug. */
 export function isClearError(e: unknown): boolean {
   return e instanceof MmError && typeof e.message === "string" && e.message.length > 0;

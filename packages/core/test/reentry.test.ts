@@ -51,6 +51,7 @@ function reentries(s: Setup): Record<string, () => unknown> {
     migrateToDevice: () => core.migrateToDevice(good, p, a + 5 * PAGE, a + 6 * PAGE),
     snapshot: () => core.snapshot(bad, p, a, a + PAGE),
     removeDevice: () => core.removeDevice(good),
+    reap: () => core.reap(),
   };
 }
 

@@ -1,8 +1,8 @@
 import type { MachineState as Machine } from "./types.js";
 
 /**
- * A check run at the entry of every memory syscall (mmap, munmap, mprotect, madvise, fork, exit)
- * and every CPU fault on any address space of a machine. It throws to refuse the entry. The HMM
+ * A check run at the entry of every memory syscall (mmap, munmap, mremap, mprotect, madvise,
+ * fork, exit) and every CPU fault (Process.accessPage) on any address space of a machine. It throws to refuse the entry. The HMM
  * core installs one while a device driver callback runs: the kernel runs those callbacks under
  * the driver's lock with the mmap_lock or the notifier's locks held, so a syscall or a fault from
  * inside one would deadlock there. Nothing is installed otherwise.
