@@ -1,3 +1,4 @@
+import { hex } from "./constants.js";
 import type { MachineState as Machine } from "./types.js";
 
 /**
@@ -21,4 +22,28 @@ export function setReentryGuard(machine: Machine, guard: ReentryGuard | null): v
 export function checkReentry(machine: Machine, op: string): void {
   const g = guards.get(machine);
   if (g !== undefined) g(op);
+}
+
+/**
+ * @internal checkReentry for one CPU fault at `va`, run once per fault: the description is built
+ * only when the machine has a guard, so a machine without one pays a map lookup and no string.
+ */
+export function checkFaultReentry(machine: Machine, write: boolean, va: number): void {
+  const g = guards.get(machine);
+  if (g !== undefined) g(`a CPU ${write ? "write" : "read"} fault at ${hex(va)}`);
+}
+
+/**
+ * @internal checkReentry for a CPU access of `len` bytes at `va` (touch, read, write), run once
+ * for the whole range; the description is built only when the machine has a guard.
+ */
+export function checkAccessReentry(
+  machine: Machine,
+  op: string,
+  write: boolean,
+  va: number,
+  len: number,
+): void {
+  const g = guards.get(machine);
+  if (g !== undefined) g(`a CPU ${write ? "write" : "read"} (${op}) of [${hex(va)}, +${hex(len)})`);
 }
