@@ -53,8 +53,19 @@ export class VmaTree<T extends VmaTreeNode<T>> {
 
   /** The lowest interval whose end is above `va`, or null. */
   findFrom(va: number): T | null {
-    const h = this.hint;
-    if (h !== null && h.end > va && (h.treePrev === null || h.treePrev.end <= va)) return h;
+    // The hint or a neighbour of it answers most lookups of a syscall without a descent.
+    let h = this.hint;
+    if (h !== null) {
+      if (h.end > va) {
+        const p = h.treePrev;
+        if (p === null || p.end <= va) return h;
+        if (p.treePrev === null || p.treePrev.end <= va) return (this.hint = p);
+      } else {
+        h = h.treeNext;
+        if (h === null) return null;
+        if (h.end > va) return (this.hint = h);
+      }
+    }
     let n = this.root;
     let best: T | null = null;
     while (n !== null) {
@@ -82,27 +93,21 @@ export class VmaTree<T extends VmaTreeNode<T>> {
 
   /** Link `node`, which overlaps no interval in the tree. */
   insert(node: T): void {
+    // The neighbours in address order (found through the hint when it is near). In a binary
+    // search tree two neighbours always leave a leaf slot between them: the predecessor's right
+    // child or, if it has one, the successor's left child. So no descent from the root is needed.
+    const succ = this.findFrom(node.start);
+    const pred = succ === null ? this.last : succ.treePrev;
     let parent: T | null = null;
-    let n = this.root;
-    let pred: T | null = null;
-    let succ: T | null = null;
-    while (n !== null) {
-      parent = n;
-      if (node.start < n.start) {
-        succ = n;
-        n = n.treeLeft;
-      } else {
-        pred = n;
-        n = n.treeRight;
-      }
-    }
+    if (pred !== null && pred.treeRight === null) parent = pred;
+    else if (succ !== null) parent = succ;
     node.treeLeft = null;
     node.treeRight = null;
     node.treeParent = parent;
     node.treePrio = this.nextPrio();
     if (parent === null) this.root = node;
-    else if (node.start < parent.start) parent.treeLeft = node;
-    else parent.treeRight = node;
+    else if (parent === pred) parent.treeRight = node;
+    else parent.treeLeft = node;
     node.treePrev = pred;
     node.treeNext = succ;
     if (pred !== null) pred.treeNext = node;
@@ -110,6 +115,7 @@ export class VmaTree<T extends VmaTreeNode<T>> {
     if (succ !== null) succ.treePrev = node;
     else this.last = node;
     this.size++;
+    this.hint = node;
     node.treeGap = pred === null ? 0 : node.start - pred.end;
     node.treeMaxGap = node.treeGap;
     // Restore the heap order: rotate the new leaf up past parents of lower priority.
@@ -125,7 +131,7 @@ export class VmaTree<T extends VmaTreeNode<T>> {
 
   /** Unlink `node`. */
   remove(node: T): void {
-    if (this.hint === node) this.hint = null;
+    if (this.hint === node) this.hint = node.treeNext ?? node.treePrev;
     // Rotate the node down until it has at most one child, then splice it out.
     while (node.treeLeft !== null && node.treeRight !== null) {
       if (node.treeLeft.treePrio > node.treeRight.treePrio) this.rotateRight(node);
