@@ -1,53 +1,95 @@
+/** Entries per node: items of a leaf, children of an inner node. */
+const B = 32;
+/** A node with fewer entries than this is merged with a neighbour when both fit in one node. */
+const MIN_FILL = B / 4;
+
+/**
+ * A node (block) of a {@link VmaTree}. Leaves hold intervals; inner nodes hold children. `lo`/`hi` are the
+ * starts and ends of a leaf's intervals, or for an inner node each child's first start and last
+ * end; `gaps` (inner only) is each child's `gap`. Numbers live in Float64Arrays so that a descent
+ * reads contiguous unboxed keys instead of one object per level.
+ */
+export class VmaTreeBlock<T> {
+  n = 0;
+  readonly lo = new Float64Array(B);
+  readonly hi = new Float64Array(B);
+  readonly gaps: Float64Array | null;
+  readonly items: (T | null)[] | null;
+  readonly kids: (VmaTreeBlock<T> | null)[] | null;
+  parent: VmaTreeBlock<T> | null = null;
+  /** Largest free gap between two consecutive intervals of this subtree (0 if none). */
+  gap = 0;
+
+  constructor(readonly leaf: boolean) {
+    this.gaps = leaf ? null : new Float64Array(B);
+    this.items = leaf ? new Array<T | null>(B).fill(null) : null;
+    this.kids = leaf ? null : new Array<VmaTreeBlock<T> | null>(B).fill(null);
+  }
+}
+
+type TreeNode<T> = VmaTreeBlock<T>;
+
 /**
  * The links an interval needs to live in a {@link VmaTree}. They belong to the tree: only the
- * tree writes them, and `start`/`end` of a linked node change only through the tree.
+ * tree writes them, and `start`/`end` of a linked interval change only through the tree.
  */
-export interface VmaTreeNode<T extends VmaTreeNode<T>> {
+export interface VmaTreeItem<T extends VmaTreeItem<T>> {
   readonly start: number;
   readonly end: number;
-  /** @internal */ treeLeft: T | null;
-  /** @internal */ treeRight: T | null;
-  /** @internal */ treeParent: T | null;
   /** @internal Neighbours in address order. */
   treePrev: T | null;
   /** @internal */ treeNext: T | null;
-  /** @internal Heap priority of the treap. */
-  treePrio: number;
-  /** @internal Free bytes between the previous interval's end and this start (0 for the first). */
-  treeGap: number;
-  /** @internal Largest treeGap in this node's subtree. */
-  treeMaxGap: number;
+  /** @internal The leaf holding the interval. */
+  treeLeaf: VmaTreeBlock<T> | null;
 }
 
 type Mutable<T> = { start: number; end: number } & T;
 
+/** First index i < n with a[i] > x, or n. */
+function firstAbove(a: Float64Array, n: number, x: number): number {
+  let lo = 0;
+  let hi = n;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (a[mid] > x) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+/** First index i < n with a[i] >= x, or n. */
+function firstAtLeast(a: Float64Array, n: number, x: number): number {
+  let lo = 0;
+  let hi = n;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (a[mid] >= x) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
 /**
- * Non-overlapping intervals ordered by address: a treap (a binary search tree keyed by start,
- * kept balanced in expectation by random heap priorities drawn from a seeded generator, so a run
- * is reproducible) threaded with a doubly linked list in address order. Lookup, insert, remove and
- * a bounds change are O(log n) expected; neighbours are O(1).
- *
- * Each node also keeps the free gap below it and the largest gap in its subtree, the augmentation
- * the kernel's VMA rbtree had (rb_subtree_gap) and its maple tree keeps per node, so the top-down
- * free-area search ({@link highestGap}) is O(log n) too instead of a walk over every VMA.
- *
- * A treap rather than a B-tree: it needs no node splitting or rebalancing cases, the links live in
- * the VMA itself (as vm_rb did), and the per-node gap keeps the free-area search simple.
+ * Non-overlapping intervals ordered by address in a B+-tree of fan-out 32, the shape of the
+ * kernel's maple tree: keys in typed arrays, so a lookup among 100,000 VMAs reads four nodes of
+ * contiguous numbers rather than twenty-odd scattered objects. Every node also keeps the first
+ * start, last end and largest internal gap of each child, which makes the top-down free-area
+ * search ({@link highestGap}) O(B log n) as the maple tree's gap tracking does, instead of a walk
+ * over every VMA. The intervals are threaded in a doubly linked list (neighbours in O(1)), and a
+ * hint (the last interval looked up) answers the repeated lookups of one syscall without a
+ * descent.
  */
-export class VmaTree<T extends VmaTreeNode<T>> {
-  private root: T | null = null;
+export class VmaTree<T extends VmaTreeItem<T>> {
+  private root: TreeNode<T> = new VmaTreeBlock<T>(true);
   /** Lowest interval, or null. */
   first: T | null = null;
   /** Highest interval, or null. */
   last: T | null = null;
   /** Number of intervals. */
   size = 0;
-  private seed = 0x2545f491;
-
   /**
    * The interval the last lookup returned (the role of the kernel's old per-thread vmacache): a
-   * syscall looks the same address up several times (check, split, remove, merge), and the hint
-   * answers those without a descent. Cleared when that interval is unlinked.
+   * syscall looks the same address up several times (check, split, remove, merge).
    */
   private hint: T | null = null;
 
@@ -66,246 +108,370 @@ export class VmaTree<T extends VmaTreeNode<T>> {
         if (h.end > va) return (this.hint = h);
       }
     }
-    let n = this.root;
-    let best: T | null = null;
-    while (n !== null) {
-      if (n.end > va) {
-        best = n;
-        n = n.treeLeft;
-      } else n = n.treeRight;
+    let x = this.root;
+    while (!x.leaf) {
+      const i = firstAbove(x.hi, x.n, va);
+      if (i === x.n) return null;
+      x = x.kids![i]!;
     }
-    if (best !== null) this.hint = best;
+    const i = firstAbove(x.hi, x.n, va);
+    if (i === x.n) return null;
+    const best = x.items![i]!;
+    this.hint = best;
     return best;
   }
 
   /** The highest interval whose start is below `va`, or null. */
   findBefore(va: number): T | null {
-    let n = this.root;
-    let best: T | null = null;
-    while (n !== null) {
-      if (n.start < va) {
-        best = n;
-        n = n.treeRight;
-      } else n = n.treeLeft;
+    let x = this.root;
+    while (!x.leaf) {
+      const i = firstAtLeast(x.lo, x.n, va) - 1;
+      if (i < 0) return null;
+      x = x.kids![i]!;
     }
-    return best;
+    const i = firstAtLeast(x.lo, x.n, va) - 1;
+    return i < 0 ? null : x.items![i]!;
   }
 
-  /** Link `node`, which overlaps no interval in the tree. */
-  insert(node: T): void {
-    // The neighbours in address order (found through the hint when it is near). In a binary
-    // search tree two neighbours always leave a leaf slot between them: the predecessor's right
-    // child or, if it has one, the successor's left child. So no descent from the root is needed.
-    const succ = this.findFrom(node.start);
+  /** Link `item`, which overlaps no interval in the tree. */
+  insert(item: T): void {
+    const succ = this.findFrom(item.start);
     const pred = succ === null ? this.last : succ.treePrev;
-    let parent: T | null = null;
-    if (pred !== null && pred.treeRight === null) parent = pred;
-    else if (succ !== null) parent = succ;
-    node.treeLeft = null;
-    node.treeRight = null;
-    node.treeParent = parent;
-    node.treePrio = this.nextPrio();
-    if (parent === null) this.root = node;
-    else if (parent === pred) parent.treeRight = node;
-    else parent.treeLeft = node;
-    node.treePrev = pred;
-    node.treeNext = succ;
-    if (pred !== null) pred.treeNext = node;
-    else this.first = node;
-    if (succ !== null) succ.treePrev = node;
-    else this.last = node;
-    this.size++;
-    this.hint = node;
-    node.treeGap = pred === null ? 0 : node.start - pred.end;
-    node.treeMaxGap = node.treeGap;
-    // Restore the heap order: rotate the new leaf up past parents of lower priority.
-    for (let p = node.treeParent; p !== null && p.treePrio < node.treePrio; p = node.treeParent) {
-      if (p.treeLeft === node) this.rotateRight(p);
-      else this.rotateLeft(p);
+    let leaf: TreeNode<T>;
+    let pos: number;
+    if (succ !== null) {
+      leaf = succ.treeLeaf!;
+      pos = this.indexIn(leaf, succ);
+    } else if (pred !== null) {
+      leaf = pred.treeLeaf!;
+      pos = leaf.n;
+    } else {
+      leaf = this.root;
+      pos = 0;
     }
-    // The rotations left the new node and those they moved right; above them the subtree gained
-    // the new node's gap.
-    this.propagate(node.treeParent);
-    if (succ !== null) this.setGap(succ, succ.start - node.end);
+    if (leaf.n === B) {
+      const right = this.split(leaf);
+      if (pos > leaf.n) {
+        pos -= leaf.n;
+        leaf = right;
+      }
+    }
+    const items = leaf.items!;
+    for (let i = leaf.n; i > pos; i--) {
+      leaf.lo[i] = leaf.lo[i - 1];
+      leaf.hi[i] = leaf.hi[i - 1];
+      items[i] = items[i - 1];
+    }
+    leaf.lo[pos] = item.start;
+    leaf.hi[pos] = item.end;
+    items[pos] = item;
+    leaf.n++;
+    item.treeLeaf = leaf;
+    item.treePrev = pred;
+    item.treeNext = succ;
+    if (pred !== null) pred.treeNext = item;
+    else this.first = item;
+    if (succ !== null) succ.treePrev = item;
+    else this.last = item;
+    this.size++;
+    this.hint = item;
+    this.fixPath(leaf);
   }
 
-  /** Unlink `node`. */
-  remove(node: T): void {
-    if (this.hint === node) this.hint = node.treeNext ?? node.treePrev;
-    // Rotate the node down until it has at most one child, then splice it out.
-    while (node.treeLeft !== null && node.treeRight !== null) {
-      if (node.treeLeft.treePrio > node.treeRight.treePrio) this.rotateRight(node);
-      else this.rotateLeft(node);
+  /** Unlink `item`. */
+  remove(item: T): void {
+    const leaf = item.treeLeaf!;
+    const pos = this.indexIn(leaf, item);
+    const items = leaf.items!;
+    for (let i = pos; i < leaf.n - 1; i++) {
+      leaf.lo[i] = leaf.lo[i + 1];
+      leaf.hi[i] = leaf.hi[i + 1];
+      items[i] = items[i + 1];
     }
-    const child = node.treeLeft ?? node.treeRight;
-    const parent = node.treeParent;
-    if (child !== null) child.treeParent = parent;
-    if (parent === null) this.root = child;
-    else if (parent.treeLeft === node) parent.treeLeft = child;
-    else parent.treeRight = child;
-    this.propagate(parent);
-    const pred = node.treePrev;
-    const succ = node.treeNext;
+    leaf.n--;
+    items[leaf.n] = null;
+    const pred = item.treePrev;
+    const succ = item.treeNext;
+    if (this.hint === item) this.hint = succ ?? pred;
     if (pred !== null) pred.treeNext = succ;
     else this.first = succ;
     if (succ !== null) succ.treePrev = pred;
     else this.last = pred;
-    node.treeLeft = node.treeRight = node.treeParent = node.treePrev = node.treeNext = null;
+    item.treePrev = item.treeNext = null;
+    item.treeLeaf = null;
     this.size--;
-    if (succ !== null) this.setGap(succ, pred === null ? 0 : succ.start - pred.end);
+    this.shrink(leaf);
   }
 
-  /** Move the bounds of linked `node` to [start, end); it must still overlap no other interval. */
-  setBounds(node: T, start: number, end: number): void {
-    const m = node as Mutable<T>;
+  /** Move the bounds of linked `item` to [start, end); it must still overlap no other interval. */
+  setBounds(item: T, start: number, end: number): void {
+    const leaf = item.treeLeaf!;
+    const pos = this.indexIn(leaf, item);
+    const m = item as Mutable<T>;
     m.start = start;
     m.end = end;
-    const pred = node.treePrev;
-    this.setGap(node, pred === null ? 0 : start - pred.end);
-    const succ = node.treeNext;
-    if (succ !== null) this.setGap(succ, succ.start - end);
+    leaf.lo[pos] = start;
+    leaf.hi[pos] = end;
+    this.fixPath(leaf);
   }
 
   /** Unlink every interval; returns them in address order. */
   clear(): T[] {
     const out: T[] = [];
-    for (let n = this.first; n !== null; ) {
-      const next: T | null = n.treeNext;
-      n.treeLeft = n.treeRight = n.treeParent = n.treePrev = n.treeNext = null;
-      out.push(n);
-      n = next;
+    for (let v = this.first; v !== null; ) {
+      const next: T | null = v.treeNext;
+      v.treePrev = v.treeNext = null;
+      v.treeLeaf = null;
+      out.push(v);
+      v = next;
     }
-    this.root = this.first = this.last = this.hint = null;
+    this.root = new VmaTreeBlock<T>(true);
+    this.first = this.last = this.hint = null;
     this.size = 0;
     return out;
   }
 
   /**
-   * The highest interval at or below `limit` (in address order) whose gap below it is at least
-   * `need` bytes, or null (the gap below the first interval is not considered: it has no lower
-   * neighbour). O(log n): subtrees whose largest gap is too small are skipped.
+   * The highest interval at or below `limit` (in address order) whose gap below it, down to the
+   * previous interval's end, is at least `need` bytes; null if none (the space below the first
+   * interval is not a gap here). Subtrees whose largest gap is too small are skipped.
    */
   highestGap(limit: T, need: number): T | null {
-    return this.highestGapIn(this.root, limit.start, need);
+    return this.gapIn(this.root, limit.start, need);
   }
 
-  private highestGapIn(n: T | null, limitStart: number, need: number): T | null {
-    while (n !== null && n.treeMaxGap >= need) {
-      if (n.start > limitStart) {
-        n = n.treeLeft;
-        continue;
+  private gapIn(x: TreeNode<T>, limitStart: number, need: number): T | null {
+    if (x.gap < need) return null;
+    const { lo, hi } = x;
+    if (x.leaf) {
+      for (let i = x.n - 1; i >= 1; i--) {
+        if (lo[i] <= limitStart && lo[i] - hi[i - 1] >= need) return x.items![i];
       }
-      // Every node of the left subtree is below the limit; the right one only partly.
-      const r = this.highestGapIn(n.treeRight, limitStart, need);
-      if (r !== null) return r;
-      if (n.treeGap >= need) return n;
-      return this.highestGapAny(n.treeLeft, need);
+      return null;
+    }
+    for (let i = x.n - 1; i >= 0; i--) {
+      if (lo[i] > limitStart) continue;
+      if (x.gaps![i] >= need) {
+        const r = this.gapIn(x.kids![i]!, limitStart, need);
+        if (r !== null) return r;
+      }
+      // The gap between child i - 1 and child i; its upper interval is child i's first.
+      if (i >= 1 && lo[i] - hi[i - 1] >= need) {
+        let k = x.kids![i]!;
+        while (!k.leaf) k = k.kids![0]!;
+        return k.items![0];
+      }
     }
     return null;
   }
 
-  private highestGapAny(n: T | null, need: number): T | null {
-    while (n !== null && n.treeMaxGap >= need) {
-      const r = n.treeRight;
-      if (r !== null && r.treeMaxGap >= need) n = r;
-      else if (n.treeGap >= need) return n;
-      else n = n.treeLeft;
-    }
-    return null;
+  /** Position of `item` in `leaf` (starts are unique and sorted). */
+  private indexIn(leaf: TreeNode<T>, item: T): number {
+    return firstAtLeast(leaf.lo, leaf.n, item.start);
   }
 
-  private setGap(n: T, gap: number): void {
-    if (n.treeGap === gap) return;
-    n.treeGap = gap;
-    this.propagate(n);
+  /** Position of child `kid` in its parent. */
+  private kidIndex(p: TreeNode<T>, kid: TreeNode<T>): number {
+    const kids = p.kids!;
+    for (let i = 0; i < p.n; i++) if (kids[i] === kid) return i;
+    throw new Error("VmaTree: child not found in its parent");
+  }
+
+  /** Recompute `x.gap` from its arrays. */
+  private summarize(x: TreeNode<T>): void {
+    const { lo, hi, gaps } = x;
+    let g = 0;
+    for (let i = 0; i < x.n; i++) {
+      if (gaps !== null && gaps[i] > g) g = gaps[i];
+      if (i > 0 && lo[i] - hi[i - 1] > g) g = lo[i] - hi[i - 1];
+    }
+    x.gap = g;
   }
 
   /**
-   * Recompute treeMaxGap from `n` (whose own gap or children changed) towards the root, stopping
-   * at the first node whose value comes out unchanged: nothing above it can have changed either.
-   * Most changes stop within a level or two, so the whole path is rarely touched.
+   * `x` changed: recompute its summary and copy it into its parent's entry, up towards the root,
+   * stopping where the parent's copy already agrees (nothing above can have changed).
    */
-  private propagate(n: T | null): void {
-    for (; n !== null; n = n.treeParent) {
-      const before = n.treeMaxGap;
-      this.update(n);
-      if (n.treeMaxGap === before) return;
+  private fixPath(x: TreeNode<T>): void {
+    for (;;) {
+      this.summarize(x);
+      const p = x.parent;
+      if (p === null) return;
+      const j = this.kidIndex(p, x);
+      const min = x.lo[0];
+      const max = x.hi[x.n - 1];
+      if (p.lo[j] === min && p.hi[j] === max && p.gaps![j] === x.gap) return;
+      p.lo[j] = min;
+      p.hi[j] = max;
+      p.gaps![j] = x.gap;
+      x = p;
     }
   }
 
-  private update(n: T): void {
-    let g = n.treeGap;
-    const l = n.treeLeft;
-    const r = n.treeRight;
-    if (l !== null && l.treeMaxGap > g) g = l.treeMaxGap;
-    if (r !== null && r.treeMaxGap > g) g = r.treeMaxGap;
-    n.treeMaxGap = g;
+  /** Split the full node `x` in two halves; returns the new right half (already in the parent). */
+  private split(x: TreeNode<T>): TreeNode<T> {
+    const right = new VmaTreeBlock<T>(x.leaf);
+    const half = x.n >>> 1;
+    this.moveEntries(x, half, x.n, right, 0);
+    right.n = x.n - half;
+    x.n = half;
+    let p = x.parent;
+    if (p === null) {
+      p = new VmaTreeBlock<T>(false);
+      p.kids![0] = x;
+      p.n = 1;
+      x.parent = p;
+      this.root = p;
+    }
+    let j = this.kidIndex(p, x);
+    if (p.n === B) {
+      const pr = this.split(p);
+      if (j >= p.n) {
+        j -= p.n;
+        p = pr;
+      }
+    }
+    const kids = p.kids!;
+    for (let i = p.n; i > j + 1; i--) {
+      p.lo[i] = p.lo[i - 1];
+      p.hi[i] = p.hi[i - 1];
+      p.gaps![i] = p.gaps![i - 1];
+      kids[i] = kids[i - 1];
+    }
+    kids[j + 1] = right;
+    p.n++;
+    right.parent = p;
+    // Both halves' entries in the parent are refreshed from their arrays.
+    this.summarize(x);
+    this.summarize(right);
+    this.setEntry(p, j, x);
+    this.setEntry(p, j + 1, right);
+    this.fixPath(p);
+    return right;
   }
 
-  /** Replace `n` by its left child `l` (n becomes l's right child). */
-  private rotateRight(n: T): void {
-    const l = n.treeLeft!;
-    n.treeLeft = l.treeRight;
-    if (l.treeRight !== null) l.treeRight.treeParent = n;
-    this.replaceChild(n, l);
-    l.treeRight = n;
-    n.treeParent = l;
-    this.update(n);
-    this.update(l);
+  private setEntry(p: TreeNode<T>, j: number, x: TreeNode<T>): void {
+    p.lo[j] = x.n > 0 ? x.lo[0] : 0;
+    p.hi[j] = x.n > 0 ? x.hi[x.n - 1] : 0;
+    p.gaps![j] = x.gap;
   }
 
-  /** Replace `n` by its right child `r` (n becomes r's left child). */
-  private rotateLeft(n: T): void {
-    const r = n.treeRight!;
-    n.treeRight = r.treeLeft;
-    if (r.treeLeft !== null) r.treeLeft.treeParent = n;
-    this.replaceChild(n, r);
-    r.treeLeft = n;
-    n.treeParent = r;
-    this.update(n);
-    this.update(r);
-  }
-
-  private replaceChild(n: T, c: T): void {
-    const p = n.treeParent;
-    c.treeParent = p;
-    if (p === null) this.root = c;
-    else if (p.treeLeft === n) p.treeLeft = c;
-    else p.treeRight = c;
-  }
-
-  /** xorshift32: the priorities are reproducible from run to run. */
-  private nextPrio(): number {
-    let x = this.seed;
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.seed = x;
-    return x >>> 0;
+  /** Copy entries [from, to) of `src` to `dst` starting at `at`, re-parenting what moves. */
+  private moveEntries(src: TreeNode<T>, from: number, to: number, dst: TreeNode<T>, at: number): void {
+    for (let i = from, k = at; i < to; i++, k++) {
+      dst.lo[k] = src.lo[i];
+      dst.hi[k] = src.hi[i];
+      if (src.leaf) {
+        const it = src.items![i]!;
+        dst.items![k] = it;
+        src.items![i] = null;
+        it.treeLeaf = dst;
+      } else {
+        const kid = src.kids![i]!;
+        dst.gaps![k] = src.gaps![i];
+        dst.kids![k] = kid;
+        src.kids![i] = null;
+        kid.parent = dst;
+      }
+    }
   }
 
   /**
-   * Check every invariant (order, no overlap, heap order, parent links, list links, gaps); throws
-   * naming the first broken one. For tests.
+   * `x` lost an entry: drop it if empty, merge it into a neighbour if both fit in one node,
+   * collapse a root with one child, and refresh the summaries above.
+   */
+  private shrink(x: TreeNode<T>): void {
+    const p = x.parent;
+    if (p === null) {
+      if (!x.leaf && x.n === 1) {
+        const kid = x.kids![0]!;
+        kid.parent = null;
+        this.root = kid;
+      } else if (x.n === 0) this.root = new VmaTreeBlock<T>(true);
+      else this.summarize(x);
+      return;
+    }
+    const j = this.kidIndex(p, x);
+    if (x.n === 0) {
+      this.removeEntry(p, j);
+      this.shrink(p);
+      return;
+    }
+    if (x.n < MIN_FILL) {
+      const left = j > 0 ? p.kids![j - 1]! : null;
+      const right = j + 1 < p.n ? p.kids![j + 1]! : null;
+      if (left !== null && left.n + x.n <= B) {
+        this.moveEntries(x, 0, x.n, left, left.n);
+        left.n += x.n;
+        x.n = 0;
+        this.summarize(left);
+        this.setEntry(p, j - 1, left);
+        this.removeEntry(p, j);
+        this.shrink(p);
+        return;
+      }
+      if (right !== null && right.n + x.n <= B) {
+        this.moveEntries(right, 0, right.n, x, x.n);
+        x.n += right.n;
+        right.n = 0;
+        this.summarize(x);
+        this.setEntry(p, j, x);
+        this.removeEntry(p, j + 1);
+        this.shrink(p);
+        return;
+      }
+    }
+    this.fixPath(x);
+  }
+
+  /** Remove entry `j` of inner node `p`. */
+  private removeEntry(p: TreeNode<T>, j: number): void {
+    const kids = p.kids!;
+    for (let i = j; i < p.n - 1; i++) {
+      p.lo[i] = p.lo[i + 1];
+      p.hi[i] = p.hi[i + 1];
+      p.gaps![i] = p.gaps![i + 1];
+      kids[i] = kids[i + 1];
+    }
+    p.n--;
+    kids[p.n] = null;
+  }
+
+  /**
+   * Check every invariant (order, no overlap, node summaries, parent links, list links, sizes);
+   * throws naming the first broken one. For tests.
    */
   validate(): void {
     let count = 0;
     let prev: T | null = null;
-    const walk = (n: T | null, parent: T | null): number => {
-      if (n === null) return -1;
-      if (n.treeParent !== parent) throw new Error(`bad parent link at ${n.start}`);
-      if (parent !== null && n.treePrio > parent.treePrio) throw new Error(`heap order broken at ${n.start}`);
-      let max = walk(n.treeLeft, n);
-      if (prev !== null && prev.end > n.start) throw new Error(`overlap or disorder at ${n.start}`);
-      if (n.treePrev !== prev) throw new Error(`bad list link at ${n.start}`);
-      if (n.treeGap !== (prev === null ? 0 : n.start - prev.end)) throw new Error(`bad gap at ${n.start}`);
-      prev = n;
-      count++;
-      max = Math.max(max, n.treeGap, walk(n.treeRight, n));
-      if (n.treeMaxGap !== max) throw new Error(`bad max gap at ${n.start}`);
-      return max;
+    const walk = (x: TreeNode<T>, parent: TreeNode<T> | null, depth: number, leafDepth: number[]): void => {
+      if (x.parent !== parent) throw new Error("bad parent link");
+      if (x.n === 0 && parent !== null) throw new Error("empty node below the root");
+      for (let i = 0; i < x.n; i++) {
+        if (x.leaf) {
+          const it = x.items![i]!;
+          if (it.treeLeaf !== x) throw new Error(`bad leaf link at ${it.start}`);
+          if (x.lo[i] !== it.start || x.hi[i] !== it.end) throw new Error(`stale key at ${it.start}`);
+          if (prev !== null && prev.end > it.start) throw new Error(`overlap or disorder at ${it.start}`);
+          if (it.treePrev !== prev) throw new Error(`bad list link at ${it.start}`);
+          prev = it;
+          count++;
+        } else {
+          const kid = x.kids![i]!;
+          walk(kid, x, depth + 1, leafDepth);
+          if (x.lo[i] !== kid.lo[0] || x.hi[i] !== kid.hi[kid.n - 1] || x.gaps![i] !== kid.gap)
+            throw new Error("stale child summary");
+        }
+      }
+      if (x.leaf) {
+        if (leafDepth.length === 0) leafDepth.push(depth);
+        else if (leafDepth[0] !== depth) throw new Error("leaves at different depths");
+      }
+      const g = x.gap;
+      this.summarize(x);
+      if (x.gap !== g) throw new Error("stale gap");
     };
-    walk(this.root, null);
+    walk(this.root, null, 0, []);
     if (count !== this.size) throw new Error(`size ${this.size}, counted ${count}`);
     if (this.last !== prev) throw new Error("bad last link");
   }

@@ -1,6 +1,6 @@
 import { hex, PAGE_SIZE, PROT_READ, PROT_WRITE } from "./constants.js";
 import type { ShmemObject } from "./shmem.js";
-import { VmaTree, type VmaTreeNode } from "./vma-tree.js";
+import { VmaTree, type VmaTreeBlock, type VmaTreeItem } from "./vma-tree.js";
 
 /** THP advice recorded on a VMA (VM_HUGEPAGE / VM_NOHUGEPAGE). */
 export const THP_ADVICE_NONE = 0;
@@ -13,7 +13,7 @@ export const THP_ADVICE_NOHUGEPAGE = 2;
  * `shmem` starting at page offset `pgoff`. A private VMA's `pgoff` is the linear page index of its
  * start (its page number when mapped; mremap moves it unchanged).
  */
-export class Vma implements VmaTreeNode<Vma> {
+export class Vma implements VmaTreeItem<Vma> {
   constructor(
     /** First address; changes only through the VmaList holding the VMA (it indexes the bounds). */
     readonly start: number,
@@ -45,14 +45,9 @@ export class Vma implements VmaTreeNode<Vma> {
    */
   account = false;
 
-  /** @internal */ treeLeft: Vma | null = null;
-  /** @internal */ treeRight: Vma | null = null;
-  /** @internal */ treeParent: Vma | null = null;
   /** @internal */ treePrev: Vma | null = null;
   /** @internal */ treeNext: Vma | null = null;
-  /** @internal */ treePrio = 0;
-  /** @internal */ treeGap = 0;
-  /** @internal */ treeMaxGap = 0;
+  /** @internal */ treeLeaf: VmaTreeBlock<Vma> | null = null;
 
   get readable(): boolean {
     return (this.prot & PROT_READ) !== 0;
@@ -243,7 +238,7 @@ export class VmaList {
     const w = this.tree.highestGap(below, need);
     if (w !== null) {
       // A gap reaching under `low` is cut there; every gap lower still lies wholly under it.
-      return w.start - Math.max(w.start - w.treeGap, low) >= need ? w.start : -1;
+      return w.start - Math.max(w.treePrev!.end, low) >= need ? w.start : -1;
     }
     // Last, the space under the lowest VMA.
     const first = this.tree.first!;

@@ -13,8 +13,10 @@ import {
 
 const PAGE = 4096;
 const RW = PROT_READ | PROT_WRITE;
-/** The address space of the property test, in pages: small, so that operations collide often. */
+/** The address space of the first property test, in pages: small, so that operations collide often. */
 const SPACE = 64;
+/** The address space of the second one: room for a few thousand VMAs, several tree levels deep. */
+const BIG_SPACE = 16000;
 
 function vma(startPage: number, endPage: number, prot = RW): Vma {
   return new Vma(startPage * PAGE, endPage * PAGE, prot, false, THP_ADVICE_NONE, false, 0, null, 0);
@@ -32,8 +34,8 @@ class SortedArrayModel {
   vmas: { start: number; end: number; prot: number }[] = [];
 
   insert(start: number, end: number, prot: number): void {
-    this.vmas.push({ start, end, prot });
-    this.vmas.sort((a, b) => a.start - b.start);
+    const i = this.vmas.findIndex((v) => v.start > start);
+    this.vmas.splice(i < 0 ? this.vmas.length : i, 0, { start, end, prot });
   }
 
   find(va: number) {
@@ -98,19 +100,24 @@ type Op =
   | { t: "protect"; start: number; pages: number; prot: number }
   | { t: "merge"; start: number; pages: number };
 
-const page = fc.integer({ min: 0, max: SPACE - 1 });
 const pages = fc.integer({ min: 1, max: 8 });
 const prot = fc.constantFrom(PROT_READ, RW);
-const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ t: fc.constant("insert" as const), start: page, pages, prot }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant("split" as const), at: page }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant("remove" as const), start: page, pages }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant("protect" as const), start: page, pages, prot }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("merge" as const), start: page, pages }) },
-);
+function opArb(space: number, insertWeight: number): fc.Arbitrary<Op> {
+  const page = fc.noBias(fc.integer({ min: 0, max: space - 1 }));
+  return fc.oneof(
+    {
+      weight: insertWeight,
+      arbitrary: fc.record({ t: fc.constant("insert" as const), start: page, pages, prot }),
+    },
+    { weight: 2, arbitrary: fc.record({ t: fc.constant("split" as const), at: page }) },
+    { weight: 2, arbitrary: fc.record({ t: fc.constant("remove" as const), start: page, pages }) },
+    { weight: 2, arbitrary: fc.record({ t: fc.constant("protect" as const), start: page, pages, prot }) },
+    { weight: 1, arbitrary: fc.record({ t: fc.constant("merge" as const), start: page, pages }) },
+  );
+}
 
 /** Apply `op` to both; insert only where the model says the range is free. */
-function apply(l: VmaList, m: SortedArrayModel, op: Op): void {
+function apply(l: VmaList, m: SortedArrayModel, op: Op, SPACE: number): void {
   switch (op.t) {
     case "insert": {
       const s = op.start * PAGE;
@@ -162,20 +169,24 @@ function apply(l: VmaList, m: SortedArrayModel, op: Op): void {
   }
 }
 
-function expectSame(l: VmaList, m: SortedArrayModel): void {
+function expectSame(l: VmaList, m: SortedArrayModel, SPACE: number, step = 1): void {
   l.validate();
   expect(bounds(l)).toEqual(m.vmas.map((v) => [v.start / PAGE, v.end / PAGE, v.prot]));
-  for (let p = 0; p <= SPACE; p++) {
+  for (let p = 0; p <= SPACE; p += step) {
     const va = p * PAGE;
     expect(l.find(va)?.start ?? -1).toBe(m.find(va)?.start ?? -1);
     expect(l.findFrom(va)?.start ?? -1).toBe(m.findFrom(va)?.start ?? -1);
   }
-  for (const [low, high] of [
+  const windows = [
     [0, SPACE],
     [3, SPACE - 5],
     [10, 40],
-  ]) {
-    for (let need = 1; need <= 6; need++) {
+  ];
+  // Windows whose top lies at every sixteenth of the space, so that gaps in every part of the
+  // tree are searched, not only the highest ones.
+  for (let k = 1; k < 16; k++) windows.push([0, Math.floor((SPACE * k) / 16)]);
+  for (const [low, high] of windows) {
+    for (const need of [1, 2, 3, 4, 6, 9, 14, 22, 35, 60]) {
       expect(l.topDownGap(low * PAGE, high * PAGE, need * PAGE)).toBe(
         m.topDownGap(low * PAGE, high * PAGE, need * PAGE),
       );
@@ -186,15 +197,39 @@ function expectSame(l: VmaList, m: SortedArrayModel): void {
 describe("VmaList index", () => {
   it("agrees with a sorted-array model under random insert, split, remove, protect and merge", () => {
     fc.assert(
-      fc.property(fc.array(opArb, { minLength: 1, maxLength: 120 }), (ops) => {
+      fc.property(fc.array(opArb(SPACE, 4), { minLength: 1, maxLength: 120 }), (ops) => {
         const l = new VmaList();
         const m = new SortedArrayModel();
         for (const op of ops) {
-          apply(l, m, op);
-          expectSame(l, m);
+          apply(l, m, op, SPACE);
+          expectSame(l, m, SPACE);
         }
       }),
-      { seed: 0x7ee5, numRuns: 300 },
+      { seed: 0x7ee5, numRuns: 120 },
+    );
+  });
+
+  it("agrees with the model with thousands of VMAs, through leaf and inner node splits and merges", () => {
+    fc.assert(
+      fc.property(fc.array(opArb(BIG_SPACE, 40), { minLength: 3000, maxLength: 3200 }), (ops) => {
+        const l = new VmaList();
+        const m = new SortedArrayModel();
+        let maxSize = 0;
+        ops.forEach((op, i) => {
+          apply(l, m, op, BIG_SPACE);
+          maxSize = Math.max(maxSize, l.size);
+          if (i % 250 === 249) expectSame(l, m, BIG_SPACE, 211);
+        });
+        expectSame(l, m, BIG_SPACE, 7);
+        // More than 32 * 32 VMAs at some point: the tree had three levels.
+        expect(maxSize).toBeGreaterThan(1024);
+        // Then take most of it away again, in address order, checking as the nodes empty.
+        for (let p = 0; p < BIG_SPACE; p += 1000) {
+          apply(l, m, { t: "remove", start: p, pages: 900 }, BIG_SPACE);
+          expectSame(l, m, BIG_SPACE, 97);
+        }
+      }),
+      { seed: 0x5eed, numRuns: 3, endOnFailure: true },
     );
   });
 
