@@ -11,7 +11,7 @@ import { MmError, SegvError } from "./errors.js";
 import { FAULT_FLAG_WRITE, handleMmFault, VM_FAULT_OOM, VM_FAULT_RETRY } from "./fault.js";
 import { dupMm } from "./fork.js";
 import type { Mm } from "./mm.js";
-import { checkAccessReentry, checkFaultReentry, checkReentry } from "./reentry.js";
+import { checkFaultReentry, checkReentry } from "./reentry.js";
 import type { MachineState } from "./types.js";
 import { badArgument, checkIntegerIn, checkUnsigned, isUserAddress } from "./validate.js";
 
@@ -99,15 +99,6 @@ export class Process {
    * ACCESS_* failure codes. Allocation-free: this is the CPU side of every workload.
    */
   accessPage(va: number, write: boolean): number {
-    return this.access(va, write, true);
-  }
-
-  /**
-   * The access loop of accessPage. `guarded` is false for the page loops of touch, writeStamp,
-   * read and write, which ran the re-entry check once at their entry for the whole range: a
-   * driver callback cannot start in the middle of them and still be running at the next fault.
-   */
-  private access(va: number, write: boolean, guarded: boolean): number {
     const mm = this.mm;
     const pt = mm.pt;
     // Outside user space nothing is mapped; the page table must not be indexed there (its top
@@ -147,7 +138,7 @@ export class Process {
         this.machine.stats.segv++;
         return ACCESS_SEGV_ACCERR;
       }
-      if (guarded) checkFaultReentry(this.machine, write, va);
+      checkFaultReentry(this.machine, write, va);
       this.minorFaults++;
       const r = handleMmFault(mm, vma, va, write ? FAULT_FLAG_WRITE : 0);
       this.machine.runDeferred();
@@ -162,12 +153,10 @@ export class Process {
    * The arguments of a CPU access: non-negative integers (else EINVAL). An access at an address
    * outside user space is not refused here: the CPU raises SIGSEGV there as on an unmapped page.
    */
-  private checkAccess(op: string, va: unknown, len: unknown, write: boolean): void {
+  private checkAccess(op: string, va: unknown, len: unknown): void {
     if (this.exited) throw new MmError("EINVAL", `${op}: process ${this.pid} has exited`, "MM_EXITED");
     checkUnsigned(op, "address", va);
     checkUnsigned(op, "length", len);
-    // One re-entry check for the whole range (the page loops skip the per-fault one).
-    checkAccessReentry(this.machine, op, write, va as number, len as number);
   }
 
   private fail(code: number, va: number, write: boolean): never {
@@ -200,7 +189,7 @@ export class Process {
    * failures throw.
    */
   touch(va: number, len: number, write: boolean, stamp?: number): TouchResult {
-    this.checkAccess("touch", va, len, write);
+    this.checkAccess("touch", va, len);
     if (stamp !== undefined) checkIntegerIn("touch", "stamp", stamp, -(2 ** 31), 2 ** 32 - 1);
     const before = this.minorFaults;
     const content = this.machine.pool.content;
@@ -209,7 +198,7 @@ export class Process {
     const off = va - first;
     const end = va + len - off;
     for (let p = first; p < end; p += PAGE_SIZE) {
-      const r = this.access(p, write, false);
+      const r = this.accessPage(p, write);
       if (r !== ACCESS_OK) {
         if (r === ACCESS_SEGV_MAPERR || r === ACCESS_SEGV_ACCERR)
           return { faults: this.minorFaults - before, segvAt: p + off };
@@ -222,12 +211,12 @@ export class Process {
 
   /** Stamp every page of [va, va + len) (a page-granular write of generated data; both content modes). */
   writeStamp(va: number, len: number, stamp: number): void {
-    this.checkAccess("writeStamp", va, len, true);
+    this.checkAccess("writeStamp", va, len);
     checkIntegerIn("writeStamp", "stamp", stamp, -(2 ** 31), 2 ** 32 - 1);
     const end = va + len;
     const content = this.machine.pool.content;
     for (let p = alignDown(va, PAGE_SIZE); p < end; p += PAGE_SIZE) {
-      const r = this.access(p, true, false);
+      const r = this.accessPage(p, true);
       if (r !== ACCESS_OK) this.fail(r, p, true);
       content.stamp(this.lastPfn, stamp);
     }
@@ -236,14 +225,14 @@ export class Process {
   /** Write `data` at `va` (bytes content mode). */
   write(va: number, data: Uint8Array): void {
     if (!(data instanceof Uint8Array)) throw badArgument("write", "data", data, "a Uint8Array");
-    this.checkAccess("write", va, data.length, true);
+    this.checkAccess("write", va, data.length);
     const content = this.machine.pool.content;
     let done = 0;
     while (done < data.length) {
       const a = va + done;
       const off = a % PAGE_SIZE;
       const n = Math.min(PAGE_SIZE - off, data.length - done);
-      const r = this.access(a - off, true, false);
+      const r = this.accessPage(a - off, true);
       if (r !== ACCESS_OK) this.fail(r, a, true);
       content.writeBytes(this.lastPfn, off, data, done, n);
       done += n;
@@ -252,7 +241,7 @@ export class Process {
 
   /** Read `len` bytes at `va` (bytes content mode). */
   read(va: number, len: number): Uint8Array {
-    this.checkAccess("read", va, len, false);
+    this.checkAccess("read", va, len);
     // read(2) never moves more than MAX_RW_COUNT bytes at once; here it bounds the buffer.
     if (len > MAX_RW_COUNT)
       throw new MmError(
@@ -267,7 +256,7 @@ export class Process {
       const a = va + done;
       const off = a % PAGE_SIZE;
       const n = Math.min(PAGE_SIZE - off, len - done);
-      const r = this.access(a - off, false, false);
+      const r = this.accessPage(a - off, false);
       if (r !== ACCESS_OK) this.fail(r, a, false);
       content.readBytes(this.lastPfn, off, out, done, n);
       done += n;
@@ -277,7 +266,7 @@ export class Process {
 
   /** Content hash of the page at `va` as the CPU reads it (faulting it in for read). */
   readPageHash(va: number): number {
-    this.checkAccess("readPageHash", va, 0, false);
+    this.checkAccess("readPageHash", va, 0);
     const r = this.accessPage(alignDown(va, PAGE_SIZE), false);
     if (r !== ACCESS_OK) this.fail(r, va, false);
     return this.machine.pool.content.hash(this.lastPfn);

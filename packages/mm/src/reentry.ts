@@ -32,18 +32,3 @@ export function checkFaultReentry(machine: Machine, write: boolean, va: number):
   const g = guards.get(machine);
   if (g !== undefined) g(`a CPU ${write ? "write" : "read"} fault at ${hex(va)}`);
 }
-
-/**
- * @internal checkReentry for a CPU access of `len` bytes at `va` (touch, read, write), run once
- * for the whole range; the description is built only when the machine has a guard.
- */
-export function checkAccessReentry(
-  machine: Machine,
-  op: string,
-  write: boolean,
-  va: number,
-  len: number,
-): void {
-  const g = guards.get(machine);
-  if (g !== undefined) g(`a CPU ${write ? "write" : "read"} (${op}) of [${hex(va)}, +${hex(len)})`);
-}

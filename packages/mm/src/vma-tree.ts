@@ -101,11 +101,17 @@ export class VmaTree<T extends VmaTreeItem<T>> {
       if (h.end > va) {
         const p = h.treePrev;
         if (p === null || p.end <= va) return h;
-        if (p.treePrev === null || p.treePrev.end <= va) return (this.hint = p);
+        if (p.treePrev === null || p.treePrev.end <= va) {
+          this.hint = p;
+          return p;
+        }
       } else {
         h = h.treeNext;
         if (h === null) return null;
-        if (h.end > va) return (this.hint = h);
+        if (h.end > va) {
+          this.hint = h;
+          return h;
+        }
       }
     }
     let x = this.root;

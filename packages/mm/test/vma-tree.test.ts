@@ -18,8 +18,9 @@ const SPACE = 64;
 /** The address space of the second one: room for a few thousand VMAs, several tree levels deep. */
 const BIG_SPACE = 16000;
 
+/** A private VMA as mmap makes it: its pgoff is the linear page index of its start. */
 function vma(startPage: number, endPage: number, prot = RW): Vma {
-  return new Vma(startPage * PAGE, endPage * PAGE, prot, false, THP_ADVICE_NONE, false, 0, null, 0);
+  return new Vma(startPage * PAGE, endPage * PAGE, prot, false, THP_ADVICE_NONE, false, 0, null, startPage);
 }
 
 function bounds(l: VmaList): [number, number, number][] {
