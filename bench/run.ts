@@ -16,6 +16,7 @@ import {
 } from "@hmmkit/mm";
 import { addFaultCases, FAULT_CASES } from "./fault-bench.js";
 import { Bench, fmtRate, type Measurement, rate } from "./harness.js";
+import { addThpMigrationCases, THP_MIGRATION_CASES } from "./thp-migration-bench.js";
 import { addVmaCase, buildVmas, VMA_OPS_PER_CALL } from "./vma-bench.js";
 
 let results = new Map<string, Measurement>();
@@ -174,6 +175,9 @@ bench.add(faultPteAgain, PTES, () => {
 // ---- CPU fault path (issue: mm) -----------------------------------------------------------------
 addFaultCases(bench);
 
+// ---- THP migration round trips (issue: core, device-private THP) --------------------------------
+addThpMigrationCases(bench);
+
 // ---- VMA operations at 10k..100k mappings (issue: mm) ----------------------------------------------
 const vmaCounts = (process.env.BENCH_VMA_COUNTS ?? "10000,40000,100000").split(",").map(Number);
 const vmaSetups = vmaCounts.map(buildVmas);
@@ -191,6 +195,7 @@ row(faultPte, scanCall, { min: 0.5, text: ">= 0.5x scan+call" });
 row(faultPteWrite, scanCall);
 row(faultArr, scanCall);
 row(faultHuge, faultPteAgain, { min: 50, text: ">= 50x the 4 KiB-backed fault" });
+row(THP_MIGRATION_CASES.compound, THP_MIGRATION_CASES.split, { min: 2, text: ">= 2x the split round trip" });
 console.log(
   `mirrorPmd callbacks per 1 GiB THP fault: ${hugeCalls} (target <= 512: ${hugeCalls <= 512 ? "met" : "MISSED"})`,
 );

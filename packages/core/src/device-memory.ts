@@ -93,10 +93,11 @@ export class DeviceMemory {
 
   /** Whole blocks free for {@link allocHuge} now, not counting blocks a merge could reassemble. */
   get freeBlockCount(): number {
-    let n = this.nFreeBlocks;
-    // The partial tail sits in the same stack but can never be a huge folio.
-    for (let i = 0; i < this.nFreeBlocks; i++) if (this.freeBlocks[i] === this.nblocks) n--;
-    return n;
+    // The partial tail sits at the bottom of the same stack until it is split, but can never be a
+    // huge folio.
+    return this.nFreeBlocks > 0 && this.freeBlocks[0] === this.nblocks
+      ? this.nFreeBlocks - 1
+      : this.nFreeBlocks;
   }
 
   /** Head frame of the folio that contains `dpfn`. */
