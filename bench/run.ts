@@ -173,12 +173,17 @@ bench.add(faultPteAgain, PTES, () => {
 });
 
 // ---- CPU fault path (issue: mm) -----------------------------------------------------------------
+// Baselines (bench/fault-bench.ts): first touch is a typed-array loop doing only what a fault must:
+// pop a frame from a free stack, set its refcount and mapcount, stamp its content token, write the
+// PTE's pfn and flags words, count RSS. COW is the same plus reading the old PTE, copying the old
+// frame's token (tag mode's 4 KiB copy) and dropping the old frame's refcount and mapcount.
 addFaultCases(bench);
 
 // ---- THP migration round trips (issue: core, device-private THP) --------------------------------
 addThpMigrationCases(bench);
 
 // ---- VMA operations at 10k..100k mappings (issue: mm) ----------------------------------------------
+// No baseline loop: the per-op cost at 10,000 mappings is the reference for 40,000 and 100,000.
 const vmaCounts = (process.env.BENCH_VMA_COUNTS ?? "10000,40000,100000").split(",").map(Number);
 const vmaSetups = vmaCounts.map(buildVmas);
 const vmaName = (n: number) => `mm: munmap/mmap/mprotect among ${n.toLocaleString("en-US")} mappings`;
