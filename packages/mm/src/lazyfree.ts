@@ -33,8 +33,21 @@ export function reclaimLazyfreePte(mm: Mm, pos: number, va: number): boolean {
     pool.flags[head] &= ~FRAME_LAZYFREE;
     return false;
   }
-  mm.notifiers.invalidate(va, va + PAGE_SIZE, MmuNotifyEvent.CLEAR, null, () => zapPte(mm, pos));
+  discardPte(mm, pos, va);
   return true;
+}
+
+/**
+ * Unmap the PTE at `pos` (page `va`) inside a CLEAR of that page (try_to_unmap_one's range for a
+ * small folio). The paired start/end calls allocate nothing when no mirror watches the page.
+ */
+export function discardPte(mm: Mm, pos: number, va: number): void {
+  mm.notifiers.invalidateStart(va, va + PAGE_SIZE, MmuNotifyEvent.CLEAR, null);
+  try {
+    zapPte(mm, pos);
+  } finally {
+    mm.notifiers.invalidateRangeEnd();
+  }
 }
 
 /**

@@ -1,14 +1,12 @@
 import { HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE } from "./constants.js";
 import { ENTRY_DIRTY, ENTRY_KIND_MASK, ENTRY_PRESENT, ENTRY_YOUNG, ENTRY_ZERO } from "./entry.js";
 import { FRAME_DIRTY, FRAME_LAZYFREE, FRAME_SHMEM } from "./frame-pool.js";
-import { reclaimLazyfreePmd, reclaimLazyfreePte } from "./lazyfree.js";
+import { discardPte, reclaimLazyfreePmd, reclaimLazyfreePte } from "./lazyfree.js";
 import { folioMaybeMappedShared, folioPteBatch } from "./madvise-free.js";
-import { MmuNotifyEvent } from "./notifier.js";
 import { splitFolio } from "./split-folio.js";
 import type { MmStruct as Mm } from "./types.js";
 import type { Vma } from "./vma.js";
 import { PageTableCursor, SEG_HUGE, SEG_TABLE } from "./walker.js";
-import { zapPte } from "./zap.js";
 
 /**
  * MADV_COLD (`pageout` false) or MADV_PAGEOUT (`pageout` true) of [start, end) inside `vma`
@@ -79,8 +77,7 @@ function reclaimMapped(mm: Mm, vma: Vma, pos: number, va: number, nr: number): v
   const head = pool.folioHead(pfn);
   if (pool.flags[head] & FRAME_SHMEM) {
     // No swap: the page stays in the shared object, only this mapping goes (try_to_unmap).
-    if (vma.shared)
-      mm.notifiers.invalidate(va, va + PAGE_SIZE, MmuNotifyEvent.CLEAR, null, () => zapPte(mm, pos));
+    if (vma.shared) discardPte(mm, pos, va);
     return;
   }
   if (pool.flags[head] & FRAME_LAZYFREE) {
