@@ -1,5 +1,5 @@
 import { anonVmaPrepare } from "./anon-vma.js";
-import { alignDown, HPAGE_PMD_NR, HPAGE_PMD_SIZE, hex, PAGE_SIZE } from "./constants.js";
+import { alignDown, HPAGE_PMD_NR, HPAGE_PMD_SIZE, hex, PAGE_SIZE, PROT_NONE } from "./constants.js";
 import {
   deviceEntryFlags,
   ENTRY_DEVICE_PRIVATE,
@@ -9,6 +9,7 @@ import {
   ENTRY_NONE,
   ENTRY_OWNER_SHIFT,
   ENTRY_PRESENT,
+  ENTRY_PROTNONE,
   ENTRY_WRITE,
   ENTRY_YOUNG,
   ENTRY_ZERO,
@@ -39,6 +40,7 @@ import { rmapAddPte, rmapRemovePte } from "./rmap.js";
 import { forEachMapping } from "./rmap-walk.js";
 import { splitHugePmd } from "./thp.js";
 import type { MmStruct as Mm } from "./types.js";
+import type { Vma } from "./vma.js";
 
 export * from "./migrate-vma.js";
 
@@ -231,8 +233,13 @@ export function migrateVmaFinalize(args: MigrateVma): void {
             m.rssDevice++;
           }
         } else {
+          // remove_migration_pte builds the entry from vma->vm_page_prot: PROT_NONE stays inaccessible.
           m.pt.pteFlags[p] =
-            ENTRY_PRESENT | ENTRY_YOUNG | (f & ENTRY_DIRTY) | (w ? ENTRY_WRITE | ENTRY_DIRTY : 0);
+            ENTRY_PRESENT |
+            ENTRY_YOUNG |
+            protNoneBit(m.findVma(va)) |
+            (f & ENTRY_DIRTY) |
+            (w ? ENTRY_WRITE | ENTRY_DIRTY : 0);
           m.pt.ptePfn[p] = target;
           pool.get(target);
           rmapAddPte(pool, m.id, target);
@@ -276,6 +283,12 @@ function insertHole(mm: Mm, va: number, dst: number, dstDevice: boolean, owner: 
     pool.get(dst);
     rmapAddPte(pool, mm.id, dst);
     mm.rssAnon++;
-    mm.pt.setPte(pos, dst, ENTRY_PRESENT | ENTRY_YOUNG | (vma.writable ? ENTRY_WRITE | ENTRY_DIRTY : 0));
+    const prot = protNoneBit(vma) | (vma.writable ? ENTRY_WRITE | ENTRY_DIRTY : 0);
+    mm.pt.setPte(pos, dst, ENTRY_PRESENT | ENTRY_YOUNG | prot);
   }
+}
+
+/** ENTRY_PROTNONE for a page of a PROT_NONE VMA (mk_pte with vm_page_prot PAGE_NONE), else 0. */
+function protNoneBit(vma: Vma | null): number {
+  return vma !== null && vma.prot === PROT_NONE ? ENTRY_PROTNONE : 0;
 }

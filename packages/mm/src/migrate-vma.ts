@@ -63,10 +63,10 @@ export class MigrateVma {
     checkUnsigned("migrate_vma", "end", end);
     checkIntegerIn("migrate_vma", "pgmapOwner", pgmapOwner, 0, 255);
     checkFlagWord("migrate_vma", "selectFlags", selectFlags);
-    if (end > TASK_SIZE || end - start > MIGRATE_VMA_MAX_BYTES) {
+    if (end < start || end > TASK_SIZE || end - start > MIGRATE_VMA_MAX_BYTES) {
       throw new MmError(
         "EINVAL",
-        `migrate_vma: range [${hex(start)}, ${hex(end)}) is beyond TASK_SIZE or longer than ${hex(MIGRATE_VMA_MAX_BYTES)} bytes`,
+        `migrate_vma: range [${hex(start)}, ${hex(end)}) is reversed, beyond TASK_SIZE or longer than ${hex(MIGRATE_VMA_MAX_BYTES)} bytes`,
         "BAD_ADDRESS",
       );
     }

@@ -119,6 +119,9 @@ describe("syscalls on ranges past TASK_SIZE give the errno Linux gives", () => {
     expect(thrown(() => new MigrateVma(mm, a, Number.NaN, 1, MIGRATE_VMA_SELECT_SYSTEM)).code).toBe(
       "BAD_ARGUMENT",
     );
+    expect(thrown(() => new MigrateVma(mm, a + PAGE, a, 1, MIGRATE_VMA_SELECT_SYSTEM)).message).toContain(
+      "reversed",
+    );
     expect(thrown(() => makeDeviceExclusive(mm, ALIAS + a, 1)).errno).toBe("EFAULT");
     expect(thrown(() => makeDeviceExclusive(mm, a, 0)).code).toBe("BAD_ARGUMENT");
     expect(machineState(m)).toBe(before);
