@@ -13,6 +13,7 @@ function parse(v: string): [number, number, number] | null {
  * `HMM_API_VERSION`: same major version, and the core not older than what the plugin needs.
  */
 export function apiVersionCompatible(wanted: string, have = HMM_API_VERSION): boolean {
+  if (typeof wanted !== "string" || typeof have !== "string") return false;
   const range = wanted.trim();
   const op = range[0] === "^" || range[0] === "~" ? range[0] : "";
   const w = parse(op ? range.slice(1) : range);

@@ -1,3 +1,5 @@
+import { HmmError } from "./errors.js";
+
 /**
  * A step of simulated work: a generator that yields at each preemption point (the yielded string
  * names the point, e.g. "fault:walk→commit") and returns its result.
@@ -45,13 +47,31 @@ export class Scheduler {
   private readonly random: () => number;
 
   constructor(readonly seed: number) {
+    if (!Number.isSafeInteger(seed))
+      throw new HmmError(
+        "EINVAL",
+        `Scheduler: 'seed' must be an integer, got ${String(seed)}`,
+        "BAD_ARGUMENT",
+      );
     this.random = prng(seed);
   }
 
   /** Add a task. Names must be unique. */
   spawn(name: string, steps: Steps): this {
+    if (typeof name !== "string")
+      throw new HmmError(
+        "EINVAL",
+        `Scheduler.spawn: 'name' must be a string, got ${typeof name}`,
+        "BAD_ARGUMENT",
+      );
+    if (typeof (steps as { next?: unknown } | null)?.next !== "function")
+      throw new HmmError(
+        "EINVAL",
+        `Scheduler.spawn: 'steps' of task '${name}' must be a step generator (an operation's ...Steps form), got ${steps === null ? "null" : typeof steps}`,
+        "BAD_ARGUMENT",
+      );
     if (this.tasks.some((t) => t.name === name) || this.results.has(name)) {
-      throw new Error(`scheduler: a task named '${name}' already exists`);
+      throw new HmmError("EEXIST", `scheduler: a task named '${name}' already exists`, "BAD_ARGUMENT");
     }
     this.tasks.push({ name, steps, count: 0 });
     return this;
@@ -59,6 +79,12 @@ export class Scheduler {
 
   /** Run until every task finished, or `maxSteps` steps (then the rest are abandoned: an error). */
   run(maxSteps = 1_000_000): Map<string, TaskResult> {
+    if (!Number.isSafeInteger(maxSteps) || maxSteps < 0)
+      throw new HmmError(
+        "EINVAL",
+        `Scheduler.run: 'maxSteps' must be a non-negative integer, got ${String(maxSteps)}`,
+        "BAD_ARGUMENT",
+      );
     let n = 0;
     while (this.tasks.length > 0) {
       if (n++ >= maxSteps) {
@@ -99,7 +125,8 @@ export class Scheduler {
   /** Value returned by task `name`; throws its error if it failed. */
   result<T>(name: string): T {
     const r = this.results.get(name);
-    if (r === undefined) throw new Error(`scheduler: no finished task '${name}'`);
+    if (r === undefined)
+      throw new HmmError("ENOENT", `scheduler: no finished task '${name}'`, "BAD_ARGUMENT");
     if (r.error !== undefined) throw r.error;
     return r.value as T;
   }

@@ -1,6 +1,16 @@
 import { contentDigest, Machine, ZERO_PFN } from "@hmmkit/mm";
 import { describe, expect, it } from "vitest";
-import { type Device, DriverError, HmmError, type HmmSystem, SNAPSHOT_MAX_PAGES } from "../src/index.js";
+import {
+  apiVersionCompatible,
+  cpuOpSteps,
+  cpuTouchSteps,
+  type Device,
+  DriverError,
+  HmmError,
+  type HmmSystem,
+  Scheduler,
+  SNAPSHOT_MAX_PAGES,
+} from "../src/index.js";
 import { HostileFakeDriver, PAGE, type RecordingFakeDriver } from "./fakes.js";
 import {
   addFake,
@@ -368,5 +378,71 @@ describe("a runaway translations iterator is cut off", () => {
     // One mapping of 8 pages is bound, plus the margin of 1024.
     expect(bad.failure!.message).toContain("translations: yielded more than 1032 translations");
     expect(s.dev.state).toBe("active");
+  });
+});
+
+describe("the scheduler's and CPU threads' entries check their arguments", () => {
+  const CASES: [string, (s: ReturnType<typeof setup>) => unknown, RegExp][] = [
+    [
+      "cpuTouchSteps with {} for the process",
+      () => cpuTouchSteps({} as never, 0, PAGE, false),
+      /cpuTouchSteps: 'proc' must be a Process, got an object/,
+    ],
+    [
+      "cpuTouchSteps with a NaN address",
+      (s) => cpuTouchSteps(s.p, Number.NaN, PAGE, false),
+      /cpuTouchSteps: 'va' must be an integer from 0 to/,
+    ],
+    [
+      "cpuTouchSteps with a string length",
+      (s) => cpuTouchSteps(s.p, s.a, "4096" as never, false),
+      /cpuTouchSteps: 'len' must be an integer/,
+    ],
+    [
+      "cpuTouchSteps with write 1",
+      (s) => cpuTouchSteps(s.p, s.a, PAGE, 1 as never),
+      /cpuTouchSteps: 'write' must be a boolean, got 1/,
+    ],
+    [
+      "cpuOpSteps with no function",
+      () => cpuOpSteps("munmap", null as never),
+      /cpuOpSteps: 'op' must be a function, got null/,
+    ],
+    [
+      "cpuOpSteps with a bad lock mode",
+      (s) => cpuOpSteps("munmap", () => 0, { mm: s.p.mm, mode: "shared" as never }),
+      /cpuOpSteps: 'mmapLock.mode' must be "read" or "write"/,
+    ],
+    [
+      "a Scheduler with a NaN seed",
+      () => new Scheduler(Number.NaN),
+      /Scheduler: 'seed' must be an integer, got NaN/,
+    ],
+    [
+      "spawning a task that is not a step generator",
+      () => new Scheduler(1).spawn("t", (() => 0) as never),
+      /Scheduler.spawn: 'steps' of task 't' must be a step generator/,
+    ],
+    [
+      "running with negative maxSteps",
+      () => new Scheduler(1).run(-1),
+      /Scheduler.run: 'maxSteps' must be a non-negative integer, got -1/,
+    ],
+  ];
+  for (const [what, call, message] of CASES) {
+    it(`${what} is an HmmError EINVAL at the call, before any step runs`, () => {
+      const s = setup();
+      const before = state(s.sys, s.dev, s.p, s.a);
+      const e = thrown(() => call(s));
+      expect(e).toBeInstanceOf(HmmError);
+      expect((e as HmmError).errno).toBe("EINVAL");
+      expect((e as Error).message).toMatch(message);
+      expect(state(s.sys, s.dev, s.p, s.a)).toEqual(before);
+    });
+  }
+
+  it("apiVersionCompatible answers false for a version that is not a string", () => {
+    expect(apiVersionCompatible(1 as never)).toBe(false);
+    expect(apiVersionCompatible("^1.0.0")).toBe(true);
   });
 });
