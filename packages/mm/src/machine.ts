@@ -6,6 +6,7 @@ import { Mm } from "./mm.js";
 import { Process } from "./process.js";
 import { MmStats } from "./stats.js";
 import type { DevicePagemapOps, MachineState } from "./types.js";
+import { badArgument, checkFunction, checkIntegerIn } from "./validate.js";
 
 export type { MachineConfig } from "./machine-config.js";
 
@@ -71,6 +72,10 @@ export class Machine implements MachineState {
    * device-private entries carry.
    */
   registerDevicePagemap(ops: DevicePagemapOps<Mm>): number {
+    const op = "registerDevicePagemap";
+    if (typeof ops !== "object" || ops === null)
+      throw badArgument(op, "ops", ops, "a DevicePagemapOps object");
+    if (typeof ops.name !== "string") throw badArgument(op, "ops.name", ops.name, "a string");
     for (let id = 1; id < 256; id++) {
       if (this.pagemaps[id] === undefined) {
         this.pagemaps[id] = ops;
@@ -85,6 +90,7 @@ export class Machine implements MachineState {
 
   /** Forget a pagemap owner (after all its pages left device memory). */
   unregisterDevicePagemap(owner: number): void {
+    checkIntegerIn("unregisterDevicePagemap", "owner", owner, 1, 255);
     this.pagemaps[owner] = undefined;
   }
 
@@ -101,6 +107,7 @@ export class Machine implements MachineState {
    * fault) has finished. Owners of notifiers use it for work they cannot do inside a callback.
    */
   defer(work: () => void): void {
+    checkFunction("defer", "work", work);
     this.deferred.push(work);
   }
 

@@ -267,3 +267,34 @@ describe("CPU access arguments", () => {
     expect(PROT_WRITE & mm.findVma(b)!.prot).toBe(PROT_WRITE);
   });
 });
+
+describe("Machine entry points", () => {
+  it("registerDevicePagemap, unregisterDevicePagemap and defer refuse malformed arguments", () => {
+    const m = new Machine({ memoryBytes: 8 * 1024 * 1024 });
+    const ops = {
+      name: "fake",
+      migrateToRam: () => 0,
+      pageGet() {},
+      pagePut() {},
+      folioRefs: () => 1,
+      folioSplit: () => true,
+      pageHash: () => 0,
+    };
+    expectMmError(
+      () => m.registerDevicePagemap(null as never),
+      "EINVAL",
+      "BAD_ARGUMENT",
+      "registerDevicePagemap: ops",
+    );
+    expectMmError(
+      () => m.registerDevicePagemap({ name: 7 } as never),
+      "EINVAL",
+      "BAD_ARGUMENT",
+      "ops.name 7",
+    );
+    expect(m.registerDevicePagemap(ops)).toBe(1);
+    expectMmError(() => m.unregisterDevicePagemap(0), "EINVAL", "BAD_ARGUMENT", "owner 0");
+    expectMmError(() => m.defer("later" as never), "EINVAL", "BAD_ARGUMENT", "defer: work");
+    expect(m.devicePagemap(1).name).toBe("fake");
+  });
+});
