@@ -60,6 +60,17 @@ export function handleMmFault(mm: Mm, vma: Vma, addr: number, fflags: number): n
   let leaf = pt.pmdChild[slot] - 1;
   if (leaf < 0) leaf = pt.allocLeaf(slot);
   const pos = leaf * PTRS_PER_TABLE + (Math.floor(addr / PAGE_SIZE) & (PTRS_PER_TABLE - 1));
+  return handlePteFault(mm, vma, addr, pos, write);
+}
+
+/**
+ * @internal The PTE level of handle_mm_fault (handle_pte_fault) for the PTE at `pos` of a leaf
+ * table, the one that maps `addr` in `vma`. {@link handleMmFault} counts the fault before it gets
+ * here; a caller that found `pos` itself counts it too.
+ */
+export function handlePteFault(mm: Mm, vma: Vma, addr: number, pos: number, write: boolean): number {
+  const pt = mm.pt;
+  const stats = mm.machine.stats;
   const flags = pt.pteFlags[pos];
   switch (flags & ENTRY_KIND_MASK) {
     case ENTRY_NONE:

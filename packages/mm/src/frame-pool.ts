@@ -167,6 +167,11 @@ export class FramePool {
     return true;
   }
 
+  /** True if {@link tryAllocPage} would pop the free list at once (no split, shrinker or reclaim). */
+  hasFreePage(): boolean {
+    return this.freeHead !== NO_FRAME;
+  }
+
   /**
    * Allocate one 4 KiB frame with refcount 1 (the caller's reference), or -1 if memory is
    * exhausted even after running the deferred split queue. Content is not cleared.

@@ -3,17 +3,19 @@ import {
   ENTRY_DIRTY,
   ENTRY_KIND_MASK,
   ENTRY_NONE,
+  ENTRY_PRESENT,
   ENTRY_YOUNG,
   entryReadable,
   entryWritable,
 } from "./entry.js";
 import { MmError, SegvError } from "./errors.js";
-import { FAULT_FLAG_WRITE, handleMmFault, VM_FAULT_OOM, VM_FAULT_RETRY } from "./fault.js";
+import { FAULT_FLAG_WRITE, handleMmFault, handlePteFault, VM_FAULT_OOM, VM_FAULT_RETRY } from "./fault.js";
 import { dupMm } from "./fork.js";
 import type { Mm } from "./mm.js";
-import { checkFaultReentry, checkReentry } from "./reentry.js";
+import { checkFaultReentry, checkReentry, hasReentryGuard } from "./reentry.js";
 import type { MachineState } from "./types.js";
 import { badArgument, checkIntegerIn, checkUnsigned, isUserAddress } from "./validate.js";
+import type { Vma } from "./vma.js";
 
 /** What a process needs from the machine it runs on ({@link Machine} provides it). */
 export interface ProcessHost extends MachineState {
@@ -197,7 +199,20 @@ export class Process {
     const first = alignDown(va, PAGE_SIZE);
     const off = va - first;
     const end = va + len - off;
+    // The VMA the fast path may use for the pages below `vmaEnd`; null after anything that could
+    // have called out of mm (a notifier, a device, reclaim) and so changed the address space.
+    let vma: Vma | null = null;
+    let vmaEnd = 0;
     for (let p = first; p < end; p += PAGE_SIZE) {
+      if (vma === null || p >= vmaEnd) {
+        vma = this.fastVma(p, write);
+        vmaEnd = vma === null ? 0 : vma.end;
+      }
+      if (vma !== null && this.fastAccess(vma, p, write)) {
+        if (write) content.stamp(this.lastPfn, stamp ?? defaultStamp(p));
+        continue;
+      }
+      vma = null;
       const r = this.accessPage(p, write);
       if (r !== ACCESS_OK) {
         if (r === ACCESS_SEGV_MAPERR || r === ACCESS_SEGV_ACCERR)
@@ -207,6 +222,52 @@ export class Process {
       if (write) content.stamp(this.lastPfn, stamp ?? defaultStamp(p));
     }
     return { faults: this.minorFaults - before, segvAt: -1 };
+  }
+
+  /**
+   * The VMA at `va` if the fast path of {@link touch} may handle accesses in it: a private VMA
+   * that permits the access, on a machine with no re-entry guard. Else null.
+   */
+  private fastVma(va: number, write: boolean): Vma | null {
+    if (hasReentryGuard(this.machine)) return null;
+    const vma = this.mm.findVma(va);
+    if (vma === null || vma.shared || (write ? !vma.writable : !vma.readable)) return null;
+    return vma;
+  }
+
+  /**
+   * {@link accessPage} for the page `va` of `vma` (from {@link fastVma}) when it needs no call out
+   * of mm: the PTE allows the access, or its fault is a first touch with a free frame at hand or a
+   * COW write that no notifier watches. Those faults are handled exactly as accessPage would
+   * (counted, then handle_pte_fault on the PTE found here, then the safe point) without the
+   * per-fault VMA lookup and upper-level walks. False when accessPage must take the page.
+   */
+  private fastAccess(vma: Vma, va: number, write: boolean): boolean {
+    const mm = this.mm;
+    const pt = mm.pt;
+    const slot = pt.pmdSlot(va);
+    if (slot < 0) return false;
+    const leaf = pt.pmdChild[slot] - 1;
+    if (leaf < 0) return false;
+    const pos = leaf * 512 + (Math.floor(va / PAGE_SIZE) & 511);
+    let f = pt.pteFlags[pos];
+    if (!(write ? entryWritable(f) : entryReadable(f))) {
+      const kind = f & ENTRY_KIND_MASK;
+      const machine = this.machine;
+      if (kind === ENTRY_NONE) {
+        if (!machine.pool.hasFreePage()) return false;
+      } else if (!(kind === ENTRY_PRESENT && write && mm.notifiers.size === 0)) return false;
+      this.minorFaults++;
+      machine.stats.faults++;
+      const r = handlePteFault(mm, vma, va, pos, write);
+      machine.runDeferred();
+      if (r !== 0) this.fail(r & VM_FAULT_OOM ? ACCESS_OOM : ACCESS_SIGBUS, va, write);
+      f = pt.pteFlags[pos];
+      if (!(write ? entryWritable(f) : entryReadable(f))) return false;
+    }
+    pt.pteFlags[pos] = f | ENTRY_YOUNG | (write ? ENTRY_DIRTY : 0);
+    this.lastPfn = pt.ptePfn[pos];
+    return true;
   }
 
   /** Stamp every page of [va, va + len) (a page-granular write of generated data; both content modes). */
