@@ -1,46 +1,26 @@
-import {
-  HPAGE_PMD_SIZE,
-  type Machine,
-  type Mm,
-  type MmuIntervalNotifier,
-  type MmuNotifierRange,
-  MmuNotifyEvent,
-  makeDeviceExclusive,
-  PAGE_SIZE,
-  TASK_SIZE,
-} from "@hmmkit/mm";
+import type { Machine, Mm } from "@hmmkit/mm";
 import { type DependencyContainer, inject, injectable } from "tsyringe";
+import { constructDevice } from "./add-device.js";
+import { bindMm, unbindMm } from "./bindings.js";
 import { badArgument, checkBoolean, checkInteger, checkMm } from "./check-args.js";
-import type { DeviceTranslation, HmmDriver, HmmPlugin } from "./contract.js";
+import { Containment } from "./containment.js";
+import type { DeviceTranslation, HmmPlugin } from "./contract.js";
 import type { CostModel } from "./cost-model.js";
-import {
-  Device,
-  type DeviceBinding,
-  type DeviceConfig,
-  type DeviceContext,
-  type DeviceDma,
-} from "./device.js";
+import { Device, type DeviceBinding, type DeviceConfig } from "./device.js";
 import { DeviceFaultOp, type DeviceFaultResult, deviceFaultSteps, deviceFaultSync } from "./device-fault.js";
-import { DeviceMemory } from "./device-memory.js";
-import { findDeviceFolio } from "./device-rmap.js";
-import { type CallbackMode, DriverDispatcher, refuseInsideCallback } from "./dispatcher.js";
-import { type DriverError, describeThrown, HmmError } from "./errors.js";
-import { HMM_PFN_EXCLUSIVE, HMM_PFN_VALID, HMM_PFN_WRITE, hmmFlagsToProt } from "./flags.js";
-import { countInvalidatedPages } from "./invalidate-count.js";
-import {
-  type MigrateResult,
-  migrateBack,
-  migrateOnCpuFault,
-  migrateToDeviceSteps,
-  migrateToRamSteps,
-} from "./migration.js";
-import { parseDeviceConfig } from "./options.js";
-import { validatePlugin } from "./plugin.js";
+import { refuseInsideCallback } from "./dispatcher.js";
+import { HmmError } from "./errors.js";
+import { countInstalled, evacuate, evictOldest } from "./evacuation.js";
+import { makeExclusiveRange } from "./exclusive-access.js";
+import { hmmFlagsToProt } from "./flags.js";
+import { type MigrateResult, migrateToDeviceSteps, migrateToRamSteps } from "./migration.js";
 import { checkRange, type MmLike } from "./range.js";
 import { runSteps, type Steps } from "./scheduler.js";
 import { checkSnapshotSize, type RangeSnapshot, snapshotRange } from "./snapshot.js";
-import { DeviceStats, type HmmStats } from "./stats.js";
+import type { HmmStats } from "./stats.js";
 import { TOKENS } from "./tokens.js";
+
+export { TRANSLATIONS_MARGIN } from "./add-device.js";
 
 /** Configuration of the HMM core. */
 export interface HmmConfig {
@@ -74,19 +54,13 @@ export const DEFAULT_HMM_CONFIG: Readonly<HmmConfig> = Object.freeze({
  * Every operation has a synchronous form and a step-generator form (`...Steps`) for the
  * deterministic scheduler.
  */
-/** Translations a driver may report beyond one per mapped page (see HmmCore.translations). */
-export const TRANSLATIONS_MARGIN = 1024;
-
 @injectable()
 export class HmmCore {
   readonly devices = new Map<string, Device>();
   /** Every device this core added (removed ones included), to refuse other cores' devices. */
   private readonly mine = new WeakSet<Device>();
   private readonly byOwner: (Device | undefined)[] = [];
-  private readonly reapQueue: Device[] = [];
-  private readonly pendingUnregister: Device[] = [];
-  private notifierDepth = 0;
-  private reaping = false;
+  private readonly containment: Containment;
 
   constructor(
     @inject(TOKENS.Machine) readonly machine: Machine,
@@ -94,7 +68,11 @@ export class HmmCore {
     @inject(TOKENS.CostModel) readonly cost: CostModel,
     @inject(TOKENS.Config) readonly config: HmmConfig,
     @inject(TOKENS.Container) private readonly container: DependencyContainer,
-  ) {}
+  ) {
+    this.containment = new Containment(machine, (d) => {
+      this.byOwner[d.ownerId] = undefined;
+    });
+  }
 
   // ---- registry -----------------------------------------------------------------------------
 
@@ -106,116 +84,22 @@ export class HmmCore {
    */
   addDevice(plugin: HmmPlugin | unknown, config: DeviceConfig, source = "<inline>"): Device {
     refuseInsideCallback(this.machine, "addDevice");
-    const p = validatePlugin(plugin, source);
-    if (p.design !== "per-pte") {
-      throw new HmmError(
-        "EINVAL",
-        `plugin '${p.name}' (${source}) uses the ${p.design} design, which reads HMM's shared mirror: attach it through the legacy layer (@hmmkit/legacy), not HmmCore.addDevice`,
-        "PLUGIN_INVALID",
-      );
-    }
-    const own = parseDeviceConfig(config, p);
-    const name = own.name;
-    if (this.devices.has(name))
-      throw new HmmError("EEXIST", `a device named '${name}' already exists`, "BAD_CONFIG");
-    const want = own.callbackMode ?? "auto";
-    const proto = p.driver.prototype as unknown as Record<string, unknown>;
-    const hasPte = typeof proto.mirrorPte === "function";
-    const hasArray = typeof proto.mirrorPtes === "function";
-    const mode: CallbackMode = want === "array" || (want === "auto" && !hasPte) ? "array" : "per-pte";
-    if ((mode === "array" && !hasArray) || (mode === "per-pte" && !hasPte)) {
-      throw new HmmError(
-        "EINVAL",
-        `device ${name}: callbackMode '${want}' but plugin '${p.name}' does not implement it`,
-        "BAD_CONFIG",
-      );
-    }
-    const npages = own.memoryPages ?? this.config.defaultDeviceMemoryPages;
-    const memory = new DeviceMemory(npages, this.machine.config.contentMode);
-    // Counters are cumulative per name: a device re-added under a removed one's name continues them.
-    const stats = this.stats.devices.get(name) ?? new DeviceStats();
-    const machine = this.machine;
-    const frames = machine.pool.nframes;
-    let device: Device | undefined;
-    // Until the device exists no copy callback runs, so no DMA is allowed.
-    const gate = (): DriverDispatcher => {
-      if (device === undefined)
-        throw new HmmError(
-          "EIO",
-          `device ${name}: DMA outside a copy callback (the device is not attached yet)`,
-          "DRIVER_DMA",
-        );
-      return device.dispatcher;
-    };
-    const dma: DeviceDma = {
-      systemToDevice: (spfn, dpfn) => {
-        gate().checkDma("systemToDevice", spfn, dpfn, frames, npages);
-        machine.pool.content.copyTo(spfn, memory.content, dpfn);
+    const device = constructDevice(
+      {
+        machine: this.machine,
+        stats: this.stats,
+        container: this.container,
+        defaultDeviceMemoryPages: this.config.defaultDeviceMemoryPages,
+        has: (name) => this.devices.has(name),
+        deviceFailed: (d, err) => this.containment.deviceFailed(d, err),
       },
-      deviceToSystem: (dpfn, spfn) => {
-        gate().checkDma("deviceToSystem", spfn, dpfn, frames, npages);
-        memory.content.copyTo(dpfn, machine.pool.content, spfn);
-      },
-      zeroDevicePage: (dpfn) => {
-        gate().checkDma("zeroDevicePage", -1, dpfn, frames, npages);
-        memory.content.zero(dpfn);
-      },
-    };
-    const ownerId = machine.registerDevicePagemap({
-      name,
-      migrateToRam: (mm, _vma, va, dpfn) => migrateOnCpuFault(device!, mm, va, dpfn),
-      pageGet: (dpfn, nr) => memory.get(dpfn, nr),
-      pagePut: (dpfn) => memory.put(dpfn),
-      folioRefs: (dpfn) => memory.folioRefs(dpfn),
-      folioSplit: (dpfn) => memory.splitFolio(dpfn),
-      pageHash: (dpfn) => memory.content.hash(dpfn),
-    });
-    try {
-      const frozen = Object.freeze({ ...config });
-      const context: DeviceContext = { name, ownerId, machine, memory, dma, stats, config: frozen };
-      const child = this.container.createChildContainer();
-      child.register(TOKENS.DeviceContext, { useValue: context });
-      child.register(TOKENS.DeviceConfig, { useValue: frozen });
-      let driver: HmmDriver;
-      try {
-        driver = child.resolve(p.driver as never);
-      } catch (e) {
-        const missing = /TypeInfo not known/.test(describeThrown(e))
-          ? ` (add @injectable() to class ${p.driver.name})`
-          : "";
-        throw new HmmError(
-          "EINVAL",
-          `plugin '${p.name}': could not construct driver for ${name}: ${describeThrown(e)}${missing}`,
-          "PLUGIN_INVALID",
-          { cause: e },
-        );
-      }
-      if (typeof driver !== "object" || driver === null)
-        throw new HmmError(
-          "EINVAL",
-          `plugin '${p.name}': the driver for ${name} is not an object`,
-          "PLUGIN_INVALID",
-        );
-      const huge = own.pmdCallback !== false && typeof proto.mirrorPmd === "function";
-      const dispatcher = new DriverDispatcher(
-        name,
-        p.name,
-        driver,
-        mode,
-        huge,
-        stats,
-        (err) => this.deviceFailed(device!, err),
-        machine,
-        () => this.translationLimit(device!),
-      );
-      device = new Device(name, ownerId, p, frozen, memory, stats, context, dispatcher);
-    } catch (e) {
-      machine.unregisterDevicePagemap(ownerId);
-      throw e;
-    }
-    this.devices.set(name, device);
-    this.stats.devices.set(name, stats);
-    this.byOwner[ownerId] = device;
+      plugin,
+      config,
+      source,
+    );
+    this.devices.set(device.name, device);
+    this.stats.devices.set(device.name, device.stats);
+    this.byOwner[device.ownerId] = device;
     this.mine.add(device);
     return device;
   }
@@ -253,10 +137,8 @@ export class HmmCore {
     refuseInsideCallback(this.machine, "removeDevice");
     const d = typeof dev === "string" ? this.device(dev) : this.own("removeDevice", dev);
     if (d.state === "removed") return { framesInUse: d.memory.used };
-    this.evacuate(d);
-    let stuck = 0;
-    for (const dpfn of d.memory.oldestInUse(d.memory.npages))
-      if (this.findInstalled(d, dpfn) !== null) stuck++;
+    evacuate(this.machine, d);
+    const stuck = countInstalled(this.machine, d);
     if (stuck > 0) {
       throw new HmmError(
         "EBUSY",
@@ -269,21 +151,9 @@ export class HmmCore {
     const wasActive = d.state === "active";
     d.state = "removed";
     this.devices.delete(d.name);
-    this.pendingUnregister.push(d);
-    this.unregisterFreed();
+    this.containment.removed(d);
     if (wasActive) d.dispatcher.release();
     return { framesInUse: d.memory.used };
-  }
-
-  /** Unregister the pagemaps of removed devices whose last frame was freed. */
-  private unregisterFreed(): void {
-    for (let i = this.pendingUnregister.length - 1; i >= 0; i--) {
-      const d = this.pendingUnregister[i];
-      if (d.memory.used !== 0) continue;
-      this.machine.unregisterDevicePagemap(d.ownerId);
-      this.byOwner[d.ownerId] = undefined;
-      this.pendingUnregister.splice(i, 1);
-    }
   }
 
   /** `dev`, if it is a Device of this core (an HmmError EINVAL otherwise). */
@@ -319,19 +189,7 @@ export class HmmCore {
   bind(dev: Device, mmLike: MmLike): DeviceBinding {
     const e = this.enter("bind", dev, mmLike);
     this.requireActive(e.dev);
-    return this.bindMm(e.dev, e.mm);
-  }
-
-  private bindMm(dev: Device, mm: Mm): DeviceBinding {
-    let b = dev.bindings.get(mm.id);
-    if (b !== undefined && !mm.exited) return b;
-    if (mm.exited) throw new HmmError("EFAULT", `device ${dev.name}: address space ${mm.id} has exited`);
-    const notifier = mm.notifiers.insert(0, TASK_SIZE, {
-      invalidate: (sub, range, curSeq) => this.onInvalidate(dev, mm, sub, range, curSeq),
-    });
-    b = { mm, notifier, reported: new Set() };
-    dev.bindings.set(mm.id, b);
-    return b;
+    return bindMm(this.containment, e.dev, e.mm);
   }
 
   /**
@@ -345,44 +203,7 @@ export class HmmCore {
   unbind(dev: Device, mmLike: MmLike): void {
     const { dev: d, mm } = this.enter("unbind", dev, mmLike);
     this.reap();
-    const b = d.bindings.get(mm.id);
-    if (b === undefined) return;
-    b.notifier.remove();
-    d.bindings.delete(mm.id);
-    if (d.state === "active") d.dispatcher.unbind(mm.id);
-  }
-
-  private onInvalidate(
-    dev: Device,
-    mm: Mm,
-    sub: MmuIntervalNotifier,
-    range: MmuNotifierRange,
-    curSeq: number,
-  ): boolean {
-    // The driver's update lock is implied: nothing else runs while a callback runs.
-    sub.setSeq(curSeq);
-    this.notifierDepth++;
-    try {
-      if (dev.state === "active") {
-        const b = dev.bindings.get(mm.id);
-        if (b !== undefined)
-          dev.stats.invalidatedPages += countInvalidatedPages(
-            mm,
-            dev.ownerId,
-            b.reported,
-            range.start,
-            range.end,
-          );
-        dev.dispatcher.invalidate(mm.id, range.start, range.end, range.event, range.owner);
-      }
-    } finally {
-      this.notifierDepth--;
-    }
-    if (range.event === MmuNotifyEvent.RELEASE) {
-      dev.bindings.delete(mm.id);
-      sub.remove();
-    }
-    return true;
+    unbindMm(d, mm);
   }
 
   // ---- device faults --------------------------------------------------------------------------
@@ -421,7 +242,7 @@ export class HmmCore {
     checkBoolean(name, "write", write);
     this.reap();
     this.requireActive(e.dev);
-    const b = this.bindMm(e.dev, e.mm);
+    const b = bindMm(this.containment, e.dev, e.mm);
     return new DeviceFaultOp(e.dev, e.mm, b.notifier, start, end, write, b.reported);
   }
 
@@ -473,22 +294,12 @@ export class HmmCore {
     const mm = e.mm;
     const d = e.dev;
     if (mm.exited) throw new HmmError("EFAULT", `make exclusive: address space ${mm.id} has exited`);
-    const reported = this.bindMm(d, mm).reported;
-    const pfn = new Int32Array(1);
-    const flags = new Int32Array([HMM_PFN_VALID | HMM_PFN_WRITE | HMM_PFN_EXCLUSIVE]);
-    let n = 0;
+    const reported = bindMm(this.containment, d, mm).reported;
     try {
-      for (let va = start; va < end; va += PAGE_SIZE) {
-        pfn[0] = makeDeviceExclusive(mm, va, d.ownerId);
-        d.stats.exclusivePages++;
-        reported.add(Math.floor(va / HPAGE_PMD_SIZE));
-        if (!d.dispatcher.mirrorRange(mm.id, va, 1, pfn, 0, flags, 0)) throw d.dispatcher.failure!;
-        n++;
-      }
+      return makeExclusiveRange(d, mm, reported, start, end);
     } finally {
       this.reap();
     }
-    return n;
   }
 
   // ---- migration ------------------------------------------------------------------------------
@@ -514,7 +325,7 @@ export class HmmCore {
     checkRange(name, start, end);
     this.reap();
     this.requireActive(e.dev);
-    this.bindMm(e.dev, e.mm);
+    bindMm(this.containment, e.dev, e.mm);
     return this.reapAfter(
       migrateToDeviceSteps(
         { evictFor: (d) => this.evict(d, this.config.evictBatchPages) > 0 },
@@ -559,14 +370,7 @@ export class HmmCore {
     const d = this.own("evict", dev);
     if (d.state === "removed") throw new HmmError("ENODEV", `evict: device ${d.name} was removed`);
     checkInteger("evict", "npages", npages, 0, d.memory.npages);
-    let moved = 0;
-    for (const dpfn of d.memory.oldestInUse(npages)) {
-      if (moved >= npages) break;
-      const r = this.migrateFolioHome(d, dpfn);
-      moved += r;
-      d.stats.evictions += r;
-    }
-    return moved;
+    return evictOldest(this.machine, d, npages);
   }
 
   /** `steps`, with the failed devices reaped when it ends (returns or throws). */
@@ -578,60 +382,7 @@ export class HmmCore {
     }
   }
 
-  /** Bring the folio headed by `dpfn` home from wherever it is mapped; returns the pages moved. */
-  private migrateFolioHome(dev: Device, dpfn: number): number {
-    const at = this.findInstalled(dev, dpfn);
-    if (at === null) return 0;
-    if (!dev.memory.isHuge(dpfn)) return migrateBack(dev, at.mm, at.va, at.va + PAGE_SIZE).migrated;
-    // The whole 2 MiB, VMA by VMA (a partial munmap or mprotect may have cut it).
-    let moved = 0;
-    const end = at.va + HPAGE_PMD_SIZE;
-    for (let a = at.va; a < end; ) {
-      const vma = at.mm.vmas.findFrom(a);
-      if (vma === null || vma.start >= end) break;
-      const s = Math.max(a, vma.start);
-      const b = Math.min(end, vma.end);
-      moved += migrateBack(dev, at.mm, s, b).migrated;
-      a = b;
-    }
-    return moved;
-  }
-
-  /** Where the folio headed by `dpfn` is mapped now (see findDeviceFolio). */
-  private findInstalled(dev: Device, dpfn: number): { mm: Mm; va: number } | null {
-    return findDeviceFolio(this.machine, dev, dpfn);
-  }
-
-  /** Bring every page of `dev` home (used on removal and failure). */
-  private evacuate(dev: Device): void {
-    for (let guard = 0; guard < 4 && dev.memory.used > 0; guard++) {
-      for (const dpfn of dev.memory.oldestInUse(dev.memory.npages)) this.migrateFolioHome(dev, dpfn);
-    }
-  }
-
   // ---- fault containment ----------------------------------------------------------------------
-
-  private deviceFailed(dev: Device, err: DriverError): void {
-    // A failure in `release` (the device is already detached) is recorded, nothing more.
-    if (dev.state === "removed") dev.failure ??= err;
-    if (dev.state !== "active") return;
-    dev.state = "failed";
-    dev.failure = err;
-    this.reapQueue.push(dev);
-    // Inside an invalidation the page tables are mid-change: finish when the operation is done
-    // (the machine's next safe point, or the end of the core operation in progress).
-    if (this.notifierDepth > 0) {
-      this.machine.defer(() => this.reap());
-      return;
-    }
-    try {
-      this.reap();
-    } catch (e) {
-      // Out of stack (a driver that failed deep in a recursion): finish at the next safe point.
-      if (!(e instanceof RangeError)) throw e;
-      this.machine.defer(() => this.reap());
-    }
-  }
 
   /**
    * Finish detaching failed devices: bring their pages home with the core's own copy, drop their
@@ -640,21 +391,7 @@ export class HmmCore {
    * with it. A device leaves the queue only once it is fully detached.
    */
   reap(): void {
-    refuseInsideCallback(this.machine, "reap");
-    if (this.notifierDepth > 0 || this.reaping) return;
-    if (this.pendingUnregister.length > 0) this.unregisterFreed();
-    this.reaping = true;
-    try {
-      while (this.reapQueue.length > 0) {
-        const dev = this.reapQueue[0];
-        this.evacuate(dev);
-        for (const b of dev.bindings.values()) b.notifier.remove();
-        dev.bindings.clear();
-        this.reapQueue.shift();
-      }
-    } finally {
-      this.reaping = false;
-    }
+    this.containment.reap();
   }
 
   private requireActive(dev: Device): void {
@@ -668,15 +405,5 @@ export class HmmCore {
   translations(dev: Device): DeviceTranslation[] {
     refuseInsideCallback(this.machine, "translations");
     return this.own("translations", dev).dispatcher.translations();
-  }
-
-  /**
-   * The most translations `dev` can hold: one per page of every VMA of the address spaces it is
-   * bound to, plus TRANSLATIONS_MARGIN. A driver reporting more has a runaway iterator.
-   */
-  private translationLimit(dev: Device): number {
-    let pages = 0;
-    for (const b of dev.bindings.values()) for (const v of b.mm.vmas) pages += v.pages;
-    return pages + TRANSLATIONS_MARGIN;
   }
 }
