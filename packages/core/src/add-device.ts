@@ -5,7 +5,7 @@ import { Device, type DeviceConfig, type DeviceContext, type DeviceDma } from ".
 import { DeviceMemory } from "./device-memory.js";
 import { type CallbackMode, DriverDispatcher } from "./dispatcher.js";
 import { type DriverError, describeThrown, HmmError } from "./errors.js";
-import { migrateOnCpuFault } from "./migration.js";
+import { migrateOnCpuFault } from "./migrate-to-ram.js";
 import { parseDeviceConfig } from "./options.js";
 import { validatePlugin } from "./plugin.js";
 import { DeviceStats, type HmmStats } from "./stats.js";

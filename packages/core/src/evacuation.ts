@@ -1,7 +1,7 @@
 import { HPAGE_PMD_SIZE, type Machine, type Mm, PAGE_SIZE } from "@hmmkit/mm";
 import type { Device } from "./device.js";
 import { findDeviceFolio } from "./device-rmap.js";
-import { migrateBack } from "./migration.js";
+import { migrateBack } from "./migrate-to-ram.js";
 
 /** Where the folio headed by `dpfn` is mapped now (see findDeviceFolio). */
 export function findInstalled(machine: Machine, dev: Device, dpfn: number): { mm: Mm; va: number } | null {
