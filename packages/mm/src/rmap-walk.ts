@@ -21,7 +21,7 @@ export function forEachAnonCandidate(
     return;
   }
   const v0 = from.findVma(page);
-  if (v0 !== null && v0.shared) return;
+  if (v0?.shared) return;
   // An address no longer mapped in `from` (its VMA moved since the caller looked) is taken at the
   // index it had when mapped, its page number.
   const index = v0 === null ? page / PAGE_SIZE : v0.pgoff + (page - v0.start) / PAGE_SIZE;
