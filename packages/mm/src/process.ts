@@ -49,6 +49,11 @@ export interface TouchResult {
   segvAt: number;
 }
 
+// Module-local copies of the sizes the fast path divides by (folded into its loop as constants).
+const PAGE_BYTES = 4096;
+const PTES = 512;
+const PMD_BYTES = PAGE_BYTES * PTES;
+
 /** The most bytes one {@link Process.read} returns (the kernel's MAX_RW_COUNT: INT_MAX & PAGE_MASK). */
 export const MAX_RW_COUNT = 0x7fff_f000;
 
@@ -203,14 +208,18 @@ export class Process {
     // have called out of mm (a notifier, a device, reclaim) and so changed the address space.
     let vma: Vma | null = null;
     let vmaEnd = 0;
-    for (let p = first; p < end; p += PAGE_SIZE) {
+    let p = first;
+    while (p < end) {
       if (vma === null || p >= vmaEnd) {
         vma = this.fastVma(p, write);
         vmaEnd = vma === null ? 0 : vma.end;
       }
-      if (vma !== null && this.fastAccess(vma, p, write)) {
-        if (write) content.stamp(this.lastPfn, stamp ?? defaultStamp(p));
-        continue;
+      if (vma !== null) {
+        const next = this.fastRun(vma, p, Math.min(end, vmaEnd), write, stamp);
+        if (next !== p) {
+          p = next;
+          continue;
+        }
       }
       vma = null;
       const r = this.accessPage(p, write);
@@ -220,6 +229,7 @@ export class Process {
         this.fail(r, p, write);
       }
       if (write) content.stamp(this.lastPfn, stamp ?? defaultStamp(p));
+      p += PAGE_SIZE;
     }
     return { faults: this.minorFaults - before, segvAt: -1 };
   }
@@ -236,38 +246,46 @@ export class Process {
   }
 
   /**
-   * {@link accessPage} for the page `va` of `vma` (from {@link fastVma}) when it needs no call out
-   * of mm: the PTE allows the access, or its fault is a first touch with a free frame at hand or a
-   * COW write that no notifier watches. Those faults are handled exactly as accessPage would
-   * (counted, then handle_pte_fault on the PTE found here, then the safe point) without the
-   * per-fault VMA lookup and upper-level walks. False when accessPage must take the page.
+   * {@link touch}'s accesses from `va` on, in `vma` (from {@link fastVma}), while they stay below
+   * `stop` and in one PTE table and need no call out of mm: the PTE allows the access, or its
+   * fault is a first touch with a free frame at hand or a COW write that no notifier watches.
+   * Those faults are handled exactly as accessPage would (counted, then handle_pte_fault on the
+   * PTE, then the safe point) without its per-fault VMA lookup and page table walk. Returns the
+   * first address it did not access (`va` itself when accessPage must take that page).
    */
-  private fastAccess(vma: Vma, va: number, write: boolean): boolean {
+  private fastRun(vma: Vma, va: number, stop: number, write: boolean, stamp: number | undefined): number {
     const mm = this.mm;
     const pt = mm.pt;
     const slot = pt.pmdSlot(va);
-    if (slot < 0) return false;
+    if (slot < 0) return va;
     const leaf = pt.pmdChild[slot] - 1;
-    if (leaf < 0) return false;
-    const pos = leaf * 512 + (Math.floor(va / PAGE_SIZE) & 511);
-    let f = pt.pteFlags[pos];
-    if (!(write ? entryWritable(f) : entryReadable(f))) {
-      const kind = f & ENTRY_KIND_MASK;
-      const machine = this.machine;
-      if (kind === ENTRY_NONE) {
-        if (!machine.pool.hasFreePage()) return false;
-      } else if (!(kind === ENTRY_PRESENT && write && mm.notifiers.size === 0)) return false;
-      this.minorFaults++;
-      machine.stats.faults++;
-      const r = handlePteFault(mm, vma, va, pos, write);
-      machine.runDeferred();
-      if (r !== 0) this.fail(r & VM_FAULT_OOM ? ACCESS_OOM : ACCESS_SIGBUS, va, write);
-      f = pt.pteFlags[pos];
-      if (!(write ? entryWritable(f) : entryReadable(f))) return false;
+    if (leaf < 0) return va;
+    const machine = this.machine;
+    const content = machine.pool.content;
+    const runEnd = Math.min(stop, Math.floor(va / PMD_BYTES) * PMD_BYTES + PMD_BYTES);
+    let pos = leaf * PTES + (Math.floor(va / PAGE_BYTES) % PTES);
+    let p = va;
+    for (; p < runEnd; p += PAGE_BYTES, pos++) {
+      let f = pt.pteFlags[pos];
+      if (!(write ? entryWritable(f) : entryReadable(f))) {
+        const kind = f & ENTRY_KIND_MASK;
+        if (kind === ENTRY_NONE) {
+          if (!machine.pool.hasFreePage()) return p;
+        } else if (!(kind === ENTRY_PRESENT && write && mm.notifiers.size === 0)) return p;
+        this.minorFaults++;
+        machine.stats.faults++;
+        const r = handlePteFault(mm, vma, p, pos, write);
+        machine.runDeferred();
+        if (r !== 0) this.fail(r & VM_FAULT_OOM ? ACCESS_OOM : ACCESS_SIGBUS, p, write);
+        f = pt.pteFlags[pos];
+        if (!(write ? entryWritable(f) : entryReadable(f))) return p;
+      }
+      pt.pteFlags[pos] = f | ENTRY_YOUNG | (write ? ENTRY_DIRTY : 0);
+      const pfn = pt.ptePfn[pos];
+      this.lastPfn = pfn;
+      if (write) content.stamp(pfn, stamp ?? defaultStamp(p));
     }
-    pt.pteFlags[pos] = f | ENTRY_YOUNG | (write ? ENTRY_DIRTY : 0);
-    this.lastPfn = pt.ptePfn[pos];
-    return true;
+    return p;
   }
 
   /** Stamp every page of [va, va + len) (a page-granular write of generated data; both content modes). */

@@ -24,7 +24,7 @@ function workload(byPage: boolean) {
   const m = new Machine({ contentMode: "tag", memoryBytes: 64 * MiB });
   const p = m.createProcess();
   const a = p.mm.mmap({ length: LEN, prot: RW, flags: PRIVATE });
-  p.mm.madvise(a + 2 * MiB, 2 * MiB, MADV_NOHUGEPAGE);
+  p.mm.madvise(a + MiB, 3 * MiB, MADV_NOHUGEPAGE);
   const go = (q: Process, va: number, len: number, write: boolean, stamp?: number) => {
     if (!byPage) return q.touch(va, len, write, stamp).faults;
     const before = q.minorFaults;
