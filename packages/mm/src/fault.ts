@@ -271,30 +271,41 @@ function wpPageCopy(mm: Mm, vma: Vma, addr: number, pos: number): number {
     machine.stats.oom++;
     return VM_FAULT_OOM;
   }
-  const page = alignDown(addr, PAGE_SIZE);
-  // Started and ended around the change rather than given a closure: this runs once per page.
   const subs = mm.notifiers;
-  subs.invalidateStart(page, page + PAGE_SIZE, MmuNotifyEvent.CLEAR, null);
-  try {
-    const pt = mm.pt;
-    const flags = pt.pteFlags[pos];
-    const old = pt.ptePfn[pos];
-    if (flags & ENTRY_ZERO) pool.content.zero(npfn);
-    else pool.content.copyTo(old, pool.content, npfn);
-    pool.flags[npfn] = FRAME_ANON | FRAME_ANON_EXCLUSIVE;
-    rmapAddPte(pool, mm.id, npfn);
-    mm.rssAnon++;
-    pt.setPte(pos, npfn, ENTRY_PRESENT | ENTRY_WRITE | ENTRY_DIRTY | ENTRY_YOUNG);
-    if (!(flags & ENTRY_ZERO)) {
-      rmapRemovePte(pool, mm.id, old);
-      mm.rssDrop(old, 1);
-      pool.put(old);
+  if (subs.size === 0) {
+    // No mirror watches this mm: an invalidation would call nothing and defer nothing.
+    cowReplacePage(mm, pos, npfn);
+  } else {
+    // Started and ended around the change rather than given a closure: this runs once per page.
+    const page = alignDown(addr, PAGE_SIZE);
+    subs.invalidateStart(page, page + PAGE_SIZE, MmuNotifyEvent.CLEAR, null);
+    try {
+      cowReplacePage(mm, pos, npfn);
+    } finally {
+      subs.invalidateRangeEnd();
     }
-  } finally {
-    subs.invalidateRangeEnd();
   }
   machine.stats.cowCopies++;
   return VM_FAULT_OK;
+}
+
+/** The PTE change of wp_page_copy: map the new frame `npfn` (a copy of the old page) at `pos`. */
+function cowReplacePage(mm: Mm, pos: number, npfn: number): void {
+  const pool = mm.machine.pool;
+  const pt = mm.pt;
+  const flags = pt.pteFlags[pos];
+  const old = pt.ptePfn[pos];
+  if (flags & ENTRY_ZERO) pool.content.zero(npfn);
+  else pool.content.copyTo(old, pool.content, npfn);
+  pool.flags[npfn] = FRAME_ANON | FRAME_ANON_EXCLUSIVE;
+  rmapAddPte(pool, mm.id, npfn);
+  mm.rssAnon++;
+  pt.setPte(pos, npfn, ENTRY_PRESENT | ENTRY_WRITE | ENTRY_DIRTY | ENTRY_YOUNG);
+  if (!(flags & ENTRY_ZERO)) {
+    rmapRemovePte(pool, mm.id, old);
+    mm.rssDrop(old, 1);
+    pool.put(old);
+  }
 }
 
 /** Map page `pfn` of a shmem object at PTE `pos` (one more mapping, one more reference). */
