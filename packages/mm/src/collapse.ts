@@ -14,6 +14,7 @@ import {
 import { MmError } from "./errors.js";
 import { FAULT_FLAG_REMOTE, handleMmFault, restoreExclusivePte } from "./fault.js";
 import { FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_LARGE, FRAME_SHMEM } from "./frame-pool.js";
+import { madviseHoleError, madviseWalkVmas } from "./madvise-walk.js";
 import { MmuNotifyEvent } from "./notifier.js";
 import { rmapAddPmd, rmapRemovePte } from "./rmap.js";
 import type { MmStruct as Mm } from "./types.js";
@@ -45,29 +46,12 @@ const SCAN_PAGE_LOCK = 4;
 export function madviseCollapse(mm: Mm, start: number, end: number): void {
   // madvise_walk_vmas: each VMA of the range in turn, from where the range meets it; each
   // madvise_collapse call scans to the end of the advice range (revalidating the VMA per 2 MiB).
-  let hole = false;
-  let cur = start;
-  while (cur < end) {
-    const v = mm.vmas.findFrom(cur);
-    if (v === null || v.start >= end) {
-      hole = true;
-      break;
-    }
-    if (v.start > cur) {
-      hole = true;
-      cur = v.start;
-    }
+  const hole = madviseWalkVmas(mm, start, end, (v, cur) => {
     if (!collapseAllowed(v))
       throw new MmError("EINVAL", `madvise: MADV_COLLAPSE in ${v}, which is MADV_NOHUGEPAGE`);
     collapseRanges(mm, alignUp(cur, HPAGE_PMD_SIZE), alignDown(end, HPAGE_PMD_SIZE));
-    cur = Math.min(end, v.end);
-  }
-  if (hole) {
-    throw new MmError(
-      "ENOMEM",
-      `madvise: [${hex(start)}, ${hex(end)}) includes unmapped memory; the mapped parts were advised`,
-    );
-  }
+  });
+  if (hole) throw madviseHoleError(start, end);
 }
 
 /** madvise_collapse's loop over [hstart, hend), one 2 MiB range at a time. */

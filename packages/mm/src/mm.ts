@@ -26,6 +26,7 @@ import { ENTRY_KIND_MASK, ENTRY_NONE } from "./entry.js";
 import { MmError } from "./errors.js";
 import { FRAME_SHMEM } from "./frame-pool.js";
 import { madviseFree } from "./madvise-free.js";
+import { madviseHoleError, madviseWalkVmas } from "./madvise-walk.js";
 import {
   MAP_DROPPABLE,
   MAP_NOT_SIMULATED,
@@ -473,23 +474,11 @@ export class Mm implements MmStruct {
       madviseCollapse(this, addr, end);
       return;
     }
-    let hole = false;
-    let cur = addr;
-    while (cur < end) {
-      const v = this.vmas.findFrom(cur);
-      if (v === null || v.start >= end) {
-        hole = true;
-        break;
-      }
-      if (v.start > cur) {
-        hole = true;
-        cur = v.start;
-      }
-      const segEnd = Math.min(end, v.end);
+    const hugeAdvice = advice === MADV_HUGEPAGE || advice === MADV_NOHUGEPAGE;
+    const hole = madviseWalkVmas(this, addr, end, (v, cur, segEnd) => {
       if (advice === MADV_DONTNEED) {
-        const s = cur;
-        this.notifiers.invalidate(s, segEnd, MmuNotifyEvent.CLEAR, null, () =>
-          zapRange(this, s, segEnd, true),
+        this.notifiers.invalidate(cur, segEnd, MmuNotifyEvent.CLEAR, null, () =>
+          zapRange(this, cur, segEnd, true),
         );
       } else if (advice === MADV_FREE) {
         // madvise_free_single_vma: only anonymous VMAs (shared anonymous memory is shmem).
@@ -501,14 +490,9 @@ export class Mm implements MmStruct {
         const want = advice === MADV_HUGEPAGE ? THP_ADVICE_HUGEPAGE : THP_ADVICE_NOHUGEPAGE;
         if (v.thpAdvice !== want) this.applyToRange("madvise", cur, segEnd, (vma) => (vma.thpAdvice = want));
       }
-      cur = segEnd;
-    }
-    if (advice === MADV_HUGEPAGE || advice === MADV_NOHUGEPAGE) this.vmas.mergeAround(addr, end);
-    if (hole)
-      throw new MmError(
-        "ENOMEM",
-        `madvise: [${hex(addr)}, ${hex(end)}) includes unmapped memory; the mapped parts were advised`,
-      );
+    });
+    if (hugeAdvice) this.vmas.mergeAround(addr, end);
+    if (hole) throw madviseHoleError(addr, end);
   }
 
   // ---- mremap ------------------------------------------------------------------------------
