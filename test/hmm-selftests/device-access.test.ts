@@ -30,6 +30,7 @@ import {
   cpuInts,
   expectInts,
   fixture,
+  initInts,
   ints,
   mmap,
   NPAGES,
@@ -61,10 +62,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: device access", () => {
   it("anon_read_prot: reading PROT_NONE memory is -EFAULT and copies nothing out", () => {
     const { p, fd } = fixture();
     const ptr = mmap(p, SIZE, RW);
-    p.write(
-      ptr,
-      ints(SIZE / 4, (i) => i),
-    );
+    initInts(p, ptr, SIZE, (i) => i);
     const buf = newBuffer(ptr, SIZE);
     buf.mirror.set(ints(SIZE / 4, (i) => -i));
     p.mm.mprotect(ptr, SIZE, PROT_NONE);
@@ -111,10 +109,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: device access", () => {
           ptr = align(raw, size);
           p.mm.madvise(ptr, size, MADV_HUGEPAGE);
         }
-        p.write(
-          ptr,
-          ints(size / 4, (i) => i),
-        );
+        initInts(p, ptr, size, (i) => i);
         const buf = newBuffer(ptr, size);
         buf.mirror.set(ints(size / 4, (i) => -i));
         if (migrate) {
@@ -139,10 +134,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: device access", () => {
   it("anon_write_child_shared: the child's device write to MAP_SHARED memory is seen by the parent", () => {
     const { p, open } = fixture();
     const ptr = mmap(p, SIZE, RW, SHARED);
-    p.write(
-      ptr,
-      ints(SIZE / 4, (i) => i),
-    );
+    initInts(p, ptr, SIZE, (i) => i);
     const buf = newBuffer(ptr, SIZE);
     buf.mirror.set(ints(SIZE / 4, (i) => -i));
     const child = p.fork();
@@ -173,10 +165,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: device access", () => {
     const { p, fd } = fixture();
     for (let c = 0; c < NTIMES; c++) {
       const ptr = mmap(p, SIZE, RW);
-      p.write(
-        ptr,
-        ints(SIZE / 4, (i) => i + c),
-      );
+      initInts(p, ptr, SIZE, (i) => i + c);
       const buf = newBuffer(ptr, SIZE);
       expect(hmmDmirrorCmd(fd, HMM_DMIRROR_READ, buf, NPAGES)).toBe(0);
       expect(buf.cpages).toBe(NPAGES);
@@ -190,10 +179,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: device access", () => {
     const outcomes: number[] = [];
     for (let c = 0; c < NTIMES; c++) {
       const ptr = mmap(p, SIZE, RW);
-      p.write(
-        ptr,
-        ints(SIZE / 4, (i) => i + c),
-      );
+      initInts(p, ptr, SIZE, (i) => i + c);
       const buf = newBuffer(ptr, SIZE);
       const sched = new Scheduler(c + 1);
       const delay = (c * 7) % 6; // hmm_nanosleep(hmm_random() % 32000), in preemption points
@@ -273,10 +259,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: device access", () => {
     const npages = 6;
     const size = npages * PAGE_SIZE;
     const ptr = mmap(p, size, RW);
-    p.write(
-      ptr,
-      ints(size / 4, (i) => i),
-    );
+    initInts(p, ptr, size, (i) => i);
     p.mm.mprotect(ptr, size, PROT_READ);
     const buf = newBuffer(ptr, size);
     for (const fd of [fd0, fd1]) {
@@ -298,10 +281,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: device access", () => {
     const npages = 8;
     const size = npages * PAGE_SIZE;
     const ptr = mmap(p, size, RW);
-    p.write(
-      ptr,
-      ints(size / 4, (i) => i),
-    );
+    initInts(p, ptr, size, (i) => i);
     const buf = newBuffer(ptr, size);
     expect(hmmDmirrorCmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, npages)).toBe(0);
     const child = p.fork();
@@ -318,10 +298,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: device access", () => {
   it("closing the file unbinds the mirror: the device's pages stay and still fault home with their data", () => {
     const { p, fd, devices } = fixture();
     const ptr = mmap(p, SIZE, RW);
-    p.write(
-      ptr,
-      ints(SIZE / 4, (i) => i),
-    );
+    initInts(p, ptr, SIZE, (i) => i);
     const buf = newBuffer(ptr, SIZE);
     expect(hmmDmirrorCmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, NPAGES)).toBe(0);
     fd.close();

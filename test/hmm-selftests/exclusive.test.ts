@@ -13,7 +13,7 @@ import {
   expectInts,
   fixture,
   incrementInts,
-  ints,
+  initInts,
   mmap,
   NPAGES,
   newBuffer,
@@ -25,10 +25,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: exclusive access", () => {
   it("exclusive: the device gets exclusive access; CPU increments revoke it and CHECK_EXCLUSIVE finds no atomic entry", () => {
     const { p, fd } = fixture();
     const ptr = mmap(p, SIZE, RW);
-    p.write(
-      ptr,
-      ints(SIZE / 4, (i) => i),
-    );
+    initInts(p, ptr, SIZE, (i) => i);
     const buf = newBuffer(ptr, SIZE);
     expect(hmmDmirrorCmd(fd, HMM_DMIRROR_EXCLUSIVE, buf, NPAGES)).toBe(0);
     expect(buf.cpages).toBe(NPAGES);
@@ -41,10 +38,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: exclusive access", () => {
   it("exclusive_mprotect: after mprotect(PROT_READ) of exclusive pages a device write is -EPERM", () => {
     const { p, fd } = fixture();
     const ptr = mmap(p, SIZE, RW);
-    p.write(
-      ptr,
-      ints(SIZE / 4, (i) => i),
-    );
+    initInts(p, ptr, SIZE, (i) => i);
     const buf = newBuffer(ptr, SIZE);
     expect(hmmDmirrorCmd(fd, HMM_DMIRROR_EXCLUSIVE, buf, NPAGES)).toBe(0);
     expect(buf.cpages).toBe(NPAGES);
@@ -55,10 +49,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: exclusive access", () => {
   it("exclusive_cow: after fork the child and the parent each increment their own copy of exclusive pages", () => {
     const { p, fd } = fixture();
     const ptr = mmap(p, SIZE, RW);
-    p.write(
-      ptr,
-      ints(SIZE / 4, (i) => i),
-    );
+    initInts(p, ptr, SIZE, (i) => i);
     const buf = newBuffer(ptr, SIZE);
     expect(hmmDmirrorCmd(fd, HMM_DMIRROR_EXCLUSIVE, buf, NPAGES)).toBe(0);
     expect(buf.cpages).toBe(NPAGES);

@@ -34,7 +34,7 @@ import {
   cpuInts,
   expectInts,
   fixture,
-  ints,
+  initInts,
   mmap,
   newBuffer,
   PMD,
@@ -79,10 +79,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: THP migration", () => {
       const ptr = align(raw, PMD);
       p.mm.madvise(ptr, PMD, MADV_HUGEPAGE);
       const npages = PMD / PAGE_SIZE;
-      p.write(
-        ptr,
-        ints(PMD / 4, (i) => i),
-      );
+      initInts(p, ptr, PMD, (i) => i);
       const buf = newBuffer(ptr, PMD);
       expect(hmmDmirrorCmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, npages)).toBe(0);
       expect(buf.cpages).toBe(npages);
@@ -95,10 +92,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: THP migration", () => {
       const raw = mmap(p, 2 * PMD, RW);
       const ptr = align(raw, PMD);
       const npages = PMD / PAGE_SIZE;
-      p.write(
-        ptr,
-        ints(PMD / 4, (i) => i),
-      );
+      initInts(p, ptr, PMD, (i) => i);
       p.mm.madvise(ptr, PMD, MADV_COLLAPSE);
       const buf = newBuffer(ptr, PMD);
       expect(hmmDmirrorCmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, npages)).toBe(0);
@@ -119,10 +113,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: THP migration", () => {
       let ptr = align(raw, PMD);
       p.mm.madvise(ptr, PMD, MADV_HUGEPAGE);
       const npages = PMD / PAGE_SIZE;
-      p.write(
-        ptr,
-        ints(PMD / 4, (i) => i),
-      );
+      initInts(p, ptr, PMD, (i) => i);
       const buf = newBuffer(ptr, PMD);
       expect(hmmDmirrorCmd(fd, HMM_DMIRROR_FLAGS, buf, HMM_DMIRROR_FLAG_FAIL_ALLOC)).toBe(0);
       const rc = hmmDmirrorCmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, npages);
@@ -141,10 +132,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: THP migration", () => {
       raw = mmap(p, 2 * PMD, RW);
       ptr = align(raw, PMD);
       p.mm.madvise(ptr, PMD, MADV_HUGEPAGE);
-      p.write(
-        ptr,
-        ints(PMD / 4, (i) => i),
-      );
+      initInts(p, ptr, PMD, (i) => i);
       buf.ptr = ptr;
       expect(hmmDmirrorCmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, npages)).toBe(0);
       expect(buf.cpages).toBe(npages);
@@ -189,10 +177,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: THP migration", () => {
         const ptr = align(raw, PMD);
         p.mm.madvise(ptr, PMD, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
         const npages = PMD / PAGE_SIZE;
-        p.write(
-          ptr,
-          ints(PMD / 4, (i) => i),
-        );
+        initInts(p, ptr, PMD, (i) => i);
         const buf = newBuffer(ptr, PMD);
         expect(hmmDmirrorCmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, npages)).toBe(0);
         expect(buf.cpages).toBe(npages);
@@ -217,10 +202,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: THP migration", () => {
             p.mm.madvise(map, PMD, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
             p.mm.munmap(map + PMD, 2 * PMD);
             const npages = PMD / PAGE_SIZE;
-            p.write(
-              map,
-              ints(PMD / 4, (i) => i),
-            );
+            initInts(p, map, PMD, (i) => i);
             const flags = MREMAP_MAYMOVE | MREMAP_FIXED | (dontUnmap ? MREMAP_DONTUNMAP : 0);
             const buf = newBuffer(map, PMD);
             let newPtr = map;

@@ -18,6 +18,7 @@ import {
   cpuInts,
   expectInts,
   fixture,
+  initInts,
   ints,
   mmap,
   NPAGES,
@@ -32,10 +33,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: migration", () => {
   it("migrate: every page moves to the device and reads back through the mirror", () => {
     const { p, fd } = fixture();
     const ptr = mmap(p, SIZE, RW);
-    p.write(
-      ptr,
-      ints(SIZE / 4, (i) => i),
-    );
+    initInts(p, ptr, SIZE, (i) => i);
     const buf = newBuffer(ptr, SIZE);
     expect(hmmDmirrorCmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, NPAGES)).toBe(0);
     expect(buf.cpages).toBe(NPAGES);
@@ -44,10 +42,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: migration", () => {
   it("migrate_fault: after the CPU faults half back, migrating again counts every page (those still on the device too)", () => {
     const { p, fd } = fixture();
     const ptr = mmap(p, SIZE, RW);
-    p.write(
-      ptr,
-      ints(SIZE / 4, (i) => i),
-    );
+    initInts(p, ptr, SIZE, (i) => i);
     const buf = newBuffer(ptr, SIZE);
     expect(hmmDmirrorCmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, NPAGES)).toBe(0);
     expect(buf.cpages).toBe(NPAGES);
@@ -61,10 +56,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: migration", () => {
   it("migrate_release: after RELEASE evicts the device's memory the CPU reads its data", () => {
     const { p, fd, devices } = fixture();
     const ptr = mmap(p, SIZE, RW);
-    p.write(
-      ptr,
-      ints(SIZE / 4, (i) => i),
-    );
+    initInts(p, ptr, SIZE, (i) => i);
     const buf = newBuffer(ptr, SIZE);
     expect(hmmDmirrorCmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, NPAGES)).toBe(0);
     expect(buf.cpages).toBe(NPAGES);
@@ -117,10 +109,7 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: migration", () => {
     const { p, fd } = fixture();
     for (let c = 0; c < NTIMES; c++) {
       const ptr = mmap(p, SIZE, RW);
-      p.write(
-        ptr,
-        ints(SIZE / 4, (i) => i),
-      );
+      initInts(p, ptr, SIZE, (i) => i);
       const buf = newBuffer(ptr, SIZE);
       expect(hmmDmirrorCmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, NPAGES)).toBe(0);
       expect(buf.cpages).toBe(NPAGES);
@@ -134,18 +123,12 @@ describe("hmm-tests.c on a DEVICE_PRIVATE dmirror: migration", () => {
     const npages = 4;
     const size = npages * PAGE_SIZE;
     const ptr = mmap(p, size, RW);
-    p.write(
-      ptr,
-      ints(size / 4, (i) => i),
-    );
+    initInts(p, ptr, size, (i) => i);
     const buf = newBuffer(ptr, size);
     expect(hmmDmirrorCmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, npages)).toBe(0);
     expect(buf.cpages).toBe(npages);
     const child = p.fork();
-    p.write(
-      ptr,
-      ints(size / 4, (i) => i),
-    );
+    initInts(p, ptr, size, (i) => i);
     child.exit(); // SIGKILL
     expect(hmmDmirrorCmd(fd, HMM_DMIRROR_SNAPSHOT, buf, npages)).toBe(0);
     expect(buf.cpages).toBe(npages);

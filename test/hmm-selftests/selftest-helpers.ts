@@ -69,6 +69,11 @@ export function ints(count: number, f: (i: number) => number): Uint8Array {
   return new Uint8Array(v.buffer);
 }
 
+/** The selftests' "init" loop: the CPU writes `ptr[i] = f(i)` over the ints of [ptr, ptr + size). */
+export function initInts(p: Process, ptr: number, size: number, f: (i: number) => number): void {
+  p.write(ptr, ints(size / 4, f));
+}
+
 /** The ints of a byte array. */
 export function asInts(bytes: Uint8Array): Int32Array {
   return new Int32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
