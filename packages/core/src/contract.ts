@@ -30,6 +30,8 @@
  *   unbind              the core's unbind (notifier going away)  refused           refused
  *   release             nothing (the device is detached)         allowed           allowed; ENODEV
  *                                                                                  on its own device
+ *   translate           the device's translation hardware        refused           refused
+ *   handleFaults        nothing (the driver's fault thread)      allowed           allowed
  *
  * Mm syscalls are mmap, munmap, mremap, mprotect, madvise, fork and exit (through Mm and
  * Process); a CPU access that hits a present page needs no lock and is allowed, one that faults is
@@ -65,6 +67,7 @@
  * test driver returns EFAULT and the page stays on the device; to write it, migrate it home).
  */
 import type { MmuNotifyEvent } from "@hmmkit/mm";
+import type { DeviceFaultBatch } from "./device-access.js";
 
 /*
  * What a driver author needs to know beyond the callbacks:
@@ -94,6 +97,10 @@ import type { MmuNotifyEvent } from "@hmmkit/mm";
  *   your own is `DeviceContext.ownerId`.
  * - `HmmCore.mmById(mmId)` gives the address space behind an `mmId`; `Device.driver` is the
  *   driver instance the core built.
+ * - Counters that only the driver knows (its TLB or mirror flushes, translations dropped by
+ *   invalidations, prefetched pages, its own evictions, the bytes of its mirror structures) go in
+ *   `DeviceContext.stats` under the same names for every driver: `tlbFlushes`, `pagesDropped`,
+ *   `prefetchedPages`, `evictions`, and `stats.setMirrorBytes(bytes)` (which keeps the peak).
  */
 
 /** The API version of this contract. Plugins declare the version they target (semver). */
@@ -219,6 +226,42 @@ export interface HmmDriver {
   release?(): void;
 
   /**
+   * The device's translation hardware (its TLB or page-table walker), the hot path of every
+   * device access (HmmCore.runDevice): translate the page at `va` (4 KiB aligned) of address
+   * space `mmId` for a read (`write` false) or a write or atomic (`write` true). Return the system
+   * pfn the access goes to (>= 0: a remote access over the bus), `deviceFrameResult(dpfn)` for a
+   * frame of this device's memory, or TRANSLATE_MISS when no translation the driver holds allows
+   * the access (none, or a read-only one for a write): the access stalls, a fault goes into the
+   * fault buffer, and the access is replayed after `handleFaults`. Return a small integer and
+   * allocate nothing: it runs once per access. It must not call the core or change mm state
+   * (refused, EDEADLK). A translation must be what the CPU page table maps now (same frame; writable
+   * only if the CPU entry is; device memory only for this device's device-private entries): runs
+   * with `verifyTranslations` (the default) check every access and fail a device that returns a
+   * stale or wrong frame (code DRIVER_STALE). Optional: a driver without it mirrors only, and
+   * runDevice refuses its device (EOPNOTSUPP).
+   */
+  translate?(mmId: number, va: number, write: boolean): number;
+
+  /**
+   * The device's fault handler (a driver's fault-servicing thread, UVM's bottom half): service a
+   * batch of faults the hardware raised, in arrival order, duplicates included. Decide what to
+   * make valid (the page, its 2 MiB block, a prefetch window) and where (migrate or map remotely),
+   * and call the core: `deviceFault`, `migrateToDevice`, `migrateToRam` or `evict` on your own
+   * device (inject TOKENS.HmmCore; `HmmCore.device(DeviceContext.name)` is your Device). Cancel an
+   * entry the core refused (`batch.cancel(i, errno)`): its access is cancelled instead of replayed.
+   * After the return the hardware replays every stalled access; one that misses again faults
+   * again (an invalidation may have come in between), and one still unserviced after
+   * MAX_FAULT_ROUNDS rounds fails the device (code DRIVER_STUCK).
+   *
+   * Runs with nothing held, so core operations are allowed. Return nothing (the batch is done when
+   * it returns), or a step generator (a `function*` using `yield* core.deviceFaultSteps(...)`)
+   * which the core runs to completion and which lets the scheduler interleave other threads at
+   * its preemption points. Optional: without it every entry is serviced by
+   * `deviceFault(page, page + 4 KiB, write)`, one call per distinct page, cancelling what fails.
+   */
+  handleFaults?(batch: DeviceFaultBatch): void | Generator<string, void, void>;
+
+  /**
    * Every translation the driver holds now, for coherence checks. Not on any hot path. A huge
    * translation may be reported once with order 9 or as 512 pages. At most one per page of the
    * VMAs of the address spaces the device is bound to, plus 1024 (TRANSLATIONS_MARGIN): a driver
@@ -244,7 +287,7 @@ export interface HmmPlugin {
   readonly description?: string;
   /**
    * The device config keys the driver reads besides the core's own (name, memoryPages,
-   * callbackMode, pmdCallback, evictOnPressure, compoundMigration). Any other key in a DeviceConfig
+   * callbackMode, pmdCallback, evictOnPressure, compoundMigration, faultBuffer). Any other key in a DeviceConfig
    * is refused.
    */
   readonly configKeys?: readonly string[];

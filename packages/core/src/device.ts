@@ -29,6 +29,11 @@ export interface DeviceConfig {
    * comes home as a THP. Without it every THP is split and migrated page by page.
    */
   compoundMigration?: boolean;
+  /**
+   * Entries of the device's fault buffer: how many faults one batch hands to the driver's
+   * `handleFaults` at most (default 256, UVM's uvm_perf_fault_batch_count).
+   */
+  faultBuffer?: number;
   /** Driver-specific settings. */
   [key: string]: unknown;
 }

@@ -1,5 +1,6 @@
 import { type Machine, type MmuNotifyEvent, setReentryGuard } from "@hmmkit/mm";
 import type { DeviceTranslation, HmmDriver } from "./contract.js";
+import type { DeviceFaultBatch } from "./device-access.js";
 import { type ContractViolation, DriverError, HmmError } from "./errors.js";
 import type { DeviceStats } from "./stats.js";
 
@@ -19,6 +20,7 @@ const HELD: Readonly<Record<string, string>> = {
   copyFromDevice: "migrate_vma with the pages locked (inside a CPU fault, eviction or removal)",
   translations: "the driver's update lock (an inspection must not change anything)",
   unbind: "the core's unbind of that address space (the notifier is being removed)",
+  translate: "the device's translation hardware (a TLB or page-table lookup cannot wait for the kernel)",
 };
 
 /** The driver callback running now on one machine (one simulated thread runs at a time). */
@@ -413,6 +415,72 @@ export class DriverDispatcher {
   }
 
   /**
+   * Enter the `translate` scope for a run of hot calls (the caller calls `driver.translate`
+   * directly, inside one try/catch, then {@link endTranslate}). Returns the interrupted holder.
+   */
+  beginTranslate(): DriverDispatcher | null {
+    return this.enter("translate");
+  }
+
+  /** Leave the `translate` scope; fails the device for a throw or a breach. True if all went well. */
+  endTranslate(prev: DriverDispatcher | null, va: number, threw: boolean, thrown: unknown): boolean {
+    return this.settle(prev, "translate", va, undefined, threw, thrown);
+  }
+
+  /**
+   * Fail the device for a breach the core found itself (a stale translation, a frame out of
+   * range, a fault never serviced), naming `callback` and `address`.
+   */
+  breach(callback: string, address: number | null, v: ContractViolation): void {
+    if (this.failure !== null) return;
+    this.fail(this.driverError(callback, address, undefined, v));
+  }
+
+  /**
+   * Hand a fault batch to the driver's handleFaults. It runs with nothing held (core operations
+   * are allowed). Returns the step generator the driver returned (run it with
+   * {@link stepFaultHandler}), null when it returned nothing, or false if the driver failed.
+   */
+  handleFaults(batch: DeviceFaultBatch): Iterator<string, void, void> | null | false {
+    if (this.failure !== null) return false;
+    let ret: unknown;
+    let threw = false;
+    let thrown: unknown;
+    const prev = this.scope.running;
+    this.violation = null;
+    try {
+      this.stats.faultBatches++;
+      ret = this.driver.handleFaults!(batch);
+    } catch (e) {
+      threw = true;
+      thrown = e;
+    }
+    const va = batch.count > 0 ? batch.va[0] : null;
+    if (!threw && isStepGenerator(ret))
+      return this.settle(prev, "handleFaults", va, undefined, false, null) ? ret : false;
+    return this.settle(prev, "handleFaults", va, ret, threw, thrown) ? null : false;
+  }
+
+  /** One step of a fault handler's generator: the point it yielded, "" when done, or false if it failed. */
+  stepFaultHandler(it: Iterator<string, void, void>): string | false {
+    if (this.failure !== null) return false;
+    let r: IteratorResult<string, void> | undefined;
+    let threw = false;
+    let thrown: unknown;
+    const prev = this.scope.running;
+    this.violation = null;
+    try {
+      r = it.next();
+    } catch (e) {
+      threw = true;
+      thrown = e;
+    }
+    if (!this.settle(prev, "handleFaults", null, undefined, threw, thrown)) return false;
+    if (r === undefined || r.done === true) return "";
+    return typeof r.value === "string" ? r.value : "driver:fault-handler";
+  }
+
+  /**
    * Tell the driver the device is going away. It runs with no lock held (the device is already
    * detached, so operations on it give ENODEV). A throw here is recorded but changes nothing else.
    */
@@ -440,6 +508,16 @@ function isThenable(x: unknown): boolean {
     return typeof (x as { then?: unknown }).then === "function";
   } catch {
     return true;
+  }
+}
+
+/** Whether `x` is a generator object (has `next` and is its own iterator). Never throws. */
+function isStepGenerator(x: unknown): x is Iterator<string, void, void> {
+  if (typeof x !== "object" || x === null) return false;
+  try {
+    return typeof (x as { next?: unknown }).next === "function" && hasIterator(x);
+  } catch {
+    return false;
   }
 }
 

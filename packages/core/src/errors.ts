@@ -50,7 +50,11 @@ export interface ContractViolation {
   readonly why: string;
   /** errno: EDEADLK for a forbidden re-entry, EIO otherwise. */
   readonly errno?: ErrnoName;
-  /** Stable code: DRIVER_REENTRY, DRIVER_ASYNC, DRIVER_DMA, DRIVER_LIMIT (default DRIVER_FAILED). */
+  /**
+   * Stable code: DRIVER_REENTRY, DRIVER_ASYNC, DRIVER_DMA, DRIVER_LIMIT, DRIVER_STALE (a translation
+   * the CPU page table contradicts), DRIVER_FRAME (translate named no frame), DRIVER_STUCK (a fault
+   * never serviced); default DRIVER_FAILED.
+   */
   readonly code?: string;
 }
 

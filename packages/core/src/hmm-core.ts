@@ -7,6 +7,8 @@ import { Containment } from "./containment.js";
 import type { DeviceTranslation, HmmPlugin } from "./contract.js";
 import type { CostModel } from "./cost-model.js";
 import { Device, type DeviceBinding, type DeviceConfig } from "./device.js";
+import { DeviceAccesses } from "./device-access.js";
+import { DeviceRun, type DeviceRunOptions, type DeviceRunResult } from "./device-exec.js";
 import { DeviceFaultOp, type DeviceFaultResult, deviceFaultSteps, deviceFaultSync } from "./device-fault.js";
 import { refuseInsideCallback } from "./dispatcher.js";
 import { HmmError } from "./errors.js";
@@ -245,6 +247,68 @@ export class HmmCore {
     this.requireActive(e.dev);
     const b = bindMm(this.containment, e.dev, e.mm);
     return new DeviceFaultOp(e.dev, e.mm, b.notifier, start, end, write, b.reported);
+  }
+
+  // ---- the device access path ----------------------------------------------------------------
+
+  /**
+   * Run a stream of device accesses on `dev` in address space `mm`, to completion (see
+   * runDeviceSteps). Returns what the run did; a device that fails meanwhile ends the run with
+   * its remaining accesses cancelled (`deviceFailure`), it does not throw.
+   */
+  runDevice(
+    dev: Device,
+    mm: MmLike,
+    accesses: DeviceAccesses,
+    options: DeviceRunOptions = {},
+  ): DeviceRunResult {
+    return runSteps(this.runDeviceSteps(dev, mm, accesses, options));
+  }
+
+  /**
+   * Step form of {@link runDevice}, for the scheduler: the device's hardware runs `accesses` in
+   * waves through the driver's `translate`, its misses go through the fault buffer to
+   * `handleFaults` in batches of the device's `faultBuffer` entries, and every access completes
+   * against the frame it translates to (system memory remotely, or device memory). Preemption
+   * points after each fault batch, before each replay and after each wave. Needs a driver with
+   * `translate` (EOPNOTSUPP otherwise). The device is bound to `mm` first.
+   */
+  runDeviceSteps(
+    dev: Device,
+    mmLike: MmLike,
+    accesses: DeviceAccesses,
+    options: DeviceRunOptions = {},
+  ): Steps<DeviceRunResult> {
+    const op = "runDevice";
+    const e = this.enter(op, dev, mmLike);
+    if (!(accesses instanceof DeviceAccesses))
+      throw badArgument(op, "accesses", "a DeviceAccesses stream", accesses);
+    if (typeof options !== "object" || options === null)
+      throw badArgument(op, "options", "an options object ({ wave, verifyTranslations })", options);
+    for (const k of Object.keys(options))
+      if (k !== "wave" && k !== "verifyTranslations")
+        throw new HmmError(
+          "EINVAL",
+          `${op}: unknown option '${k}' (known: wave, verifyTranslations)`,
+          "BAD_CONFIG",
+        );
+    if (options.wave !== undefined) checkInteger(op, "options.wave", options.wave, 1, 2 ** 31);
+    if (options.verifyTranslations !== undefined)
+      checkBoolean(op, "options.verifyTranslations", options.verifyTranslations);
+    this.reap();
+    this.requireActive(e.dev);
+    if (typeof e.dev.driver.translate !== "function")
+      throw new HmmError(
+        "EOPNOTSUPP",
+        `${op}: the driver of ${e.dev} has no translate callback, so its device cannot execute accesses (it only mirrors what deviceFault reports); implement HmmDriver.translate`,
+        "NO_TRANSLATE",
+      );
+    bindMm(this.containment, e.dev, e.mm);
+    const service = {
+      deviceFaultSteps: (d: Device, m: Mm, s: number, en: number, w: boolean) =>
+        this.deviceFaultSteps(d, m, s, en, w),
+    };
+    return this.reapAfter(new DeviceRun(e.dev, e.mm, accesses, service, options).steps());
   }
 
   // ---- snapshot -------------------------------------------------------------------------------

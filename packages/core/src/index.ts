@@ -7,6 +7,14 @@ export * from "./contract.js";
 export * from "./cost-model.js";
 export * from "./cpu-steps.js";
 export * from "./device.js";
+export * from "./device-access.js";
+export {
+  DEFAULT_FAULT_BUFFER,
+  type DeviceAccessError,
+  type DeviceRunOptions,
+  type DeviceRunResult,
+  MAX_FAULT_ROUNDS,
+} from "./device-exec.js";
 export type { DeviceFaultResult } from "./device-fault.js";
 export * from "./device-memory.js";
 export * from "./dispatcher.js";

@@ -46,6 +46,13 @@ export const deviceConfigSchema = z.strictObject({
   pmdCallback: z.boolean().describe("a boolean").optional(),
   evictOnPressure: z.boolean().describe("a boolean").optional(),
   compoundMigration: z.boolean().describe("a boolean").optional(),
+  faultBuffer: z
+    .number()
+    .int()
+    .min(1)
+    .max(65536)
+    .describe("fault buffer entries per batch: an integer from 1 to 65536 (default 256, as UVM)")
+    .optional(),
 });
 
 /** Names of the cost constants (CostConstants). */

@@ -54,6 +54,44 @@ export class DeviceStats {
   /** Snapshot walks. */
   snapshots = 0;
 
+  // ---- the device access path (HmmCore.runDevice); counted by the core ----------------------
+  /** Device accesses completed (reads, writes and atomics; replays are not counted again). */
+  accesses = 0;
+  /** Translations asked of the driver that hit (first tries and replays). */
+  translationHits = 0;
+  /** Translations that missed (each raised a fault into the fault buffer). */
+  translationMisses = 0;
+  /** Faults raised into the fault buffer (one per stalled access per round, duplicates included). */
+  accessFaults = 0;
+  /** Fault batches handed to the driver's handleFaults. */
+  faultBatches = 0;
+  /** Stalled accesses replayed after a batch. */
+  replays = 0;
+  /** Accesses cancelled: their fault was cancelled by the driver, or the device failed. */
+  fatalFaults = 0;
+  /** Accesses that went to a system frame (over the bus). */
+  remoteAccesses = 0;
+  /** Accesses that went to a frame of the device's own memory. */
+  localAccesses = 0;
+
+  // ---- counted by the driver (same names for every driver) --------------------------------
+  /** Device TLB or mirror flushes the driver did (whole-structure or per-range, one per flush). */
+  tlbFlushes = 0;
+  /** Translations (4 KiB pages) the driver dropped because of invalidations. */
+  pagesDropped = 0;
+  /** Pages the driver faulted or migrated beyond the faulting ones (prefetch). */
+  prefetchedPages = 0;
+  /** Bytes of the driver's own mirror structures (page tables, TLB) now. */
+  mirrorBytes = 0;
+  /** Highest `mirrorBytes` seen. */
+  mirrorBytesPeak = 0;
+
+  /** Set `mirrorBytes` (and raise `mirrorBytesPeak` to it). */
+  setMirrorBytes(bytes: number): void {
+    this.mirrorBytes = bytes;
+    if (bytes > this.mirrorBytesPeak) this.mirrorBytesPeak = bytes;
+  }
+
   /** Add every counter of `o` into this one. */
   add(o: DeviceStats): void {
     for (const k of Object.keys(o) as (keyof DeviceStats)[]) {

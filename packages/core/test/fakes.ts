@@ -13,7 +13,9 @@ import { inject, injectable } from "tsyringe";
 import {
   type DeviceConfig,
   type DeviceContext,
+  type DeviceFaultBatch,
   type DeviceTranslation,
+  deviceFrameResult,
   HMM_API_VERSION,
   HMM_PFN_DEVICE_PRIVATE,
   HMM_PFN_EXCLUSIVE,
@@ -21,6 +23,7 @@ import {
   type HmmDriver,
   type HmmPlugin,
   TOKENS,
+  TRANSLATE_MISS,
 } from "../src/index.js";
 
 export const PAGE = 4096;
@@ -355,7 +358,7 @@ export class ThrowingFakeDriver extends MirrorFakeBase {
     super(ctx, config);
   }
 
-  private maybeThrow(cb: string): void {
+  protected maybeThrow(cb: string): void {
     if (this.config.throwIn !== cb) return;
     const n = (this.counts.get(cb) ?? 0) + 1;
     this.counts.set(cb, n);
@@ -503,5 +506,72 @@ export class HostileFakeDriver extends MirrorFakeBase {
     const r = this.act("translations", []);
     if (r !== undefined) return r as Iterable<DeviceTranslation>;
     return super.translations();
+  }
+}
+
+/**
+ * RecordingFakeDriver plus the device's hardware side: `translate` looks the page up in the mirror
+ * (a system pfn, or deviceFrameResult for a device-private entry; a miss when absent or read-only
+ * for a write). No handleFaults: the core's default handler services its faults.
+ */
+@injectable()
+export class TranslatingFakeDriver extends RecordingFakeDriver {
+  constructor(
+    @inject(TOKENS.DeviceContext) ctx: DeviceContext,
+    @inject(TOKENS.DeviceConfig) config: DeviceConfig,
+  ) {
+    super(ctx, config);
+  }
+  translate(mmId: number, va: number, write: boolean): number {
+    return mirrorTranslate(this, mmId, va, write);
+  }
+}
+
+/** A fake's hardware lookup: its mirror entry for the page, as a translate result. */
+function mirrorTranslate(d: MirrorFakeBase, mmId: number, va: number, write: boolean): number {
+  const e = d.mirror.get(mmId)?.get(va / PAGE);
+  if (e === undefined || (write && (e.flags & HMM_PFN_WRITE) === 0)) return TRANSLATE_MISS;
+  return e.flags & HMM_PFN_DEVICE_PRIVATE ? deviceFrameResult(e.pfn) : e.pfn;
+}
+
+/** ThrowingFakeDriver with translate (which can throw too: `throwIn: "translate"`). */
+@injectable()
+export class ThrowingTranslatingFakeDriver extends ThrowingFakeDriver {
+  constructor(
+    @inject(TOKENS.DeviceContext) ctx: DeviceContext,
+    @inject(TOKENS.DeviceConfig) config: DeviceConfig,
+  ) {
+    super(ctx, config);
+  }
+  translate(mmId: number, va: number, write: boolean): number {
+    this.maybeThrow("translate");
+    return mirrorTranslate(this, mmId, va, write);
+  }
+}
+
+/** A deliberately broken driver: TranslatingFakeDriver that ignores invalidations (keeps stale translations). */
+@injectable()
+export class StaleTranslatingFakeDriver extends TranslatingFakeDriver {
+  constructor(
+    @inject(TOKENS.DeviceContext) ctx: DeviceContext,
+    @inject(TOKENS.DeviceConfig) config: DeviceConfig,
+  ) {
+    super(ctx, config);
+  }
+  override invalidate(): void {}
+}
+
+/** A deliberately broken driver: its fault handler services nothing and cancels nothing. */
+@injectable()
+export class IdleHandlerFakeDriver extends TranslatingFakeDriver {
+  constructor(
+    @inject(TOKENS.DeviceContext) ctx: DeviceContext,
+    @inject(TOKENS.DeviceConfig) config: DeviceConfig,
+  ) {
+    super(ctx, config);
+  }
+  handlerCalls = 0;
+  handleFaults(_batch: DeviceFaultBatch): void {
+    this.handlerCalls++;
   }
 }

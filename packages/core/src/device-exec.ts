@@ -1,0 +1,474 @@
+import {
+  ENTRY_DEVICE_EXCLUSIVE,
+  ENTRY_DEVICE_PRIVATE,
+  ENTRY_KIND_MASK,
+  ENTRY_PRESENT,
+  ENTRY_PROTNONE,
+  ENTRY_WRITE,
+  entryOwner,
+  hex,
+  type Mm,
+  MmError,
+} from "@hmmkit/mm";
+import type { Device } from "./device.js";
+import {
+  CANCEL_ERRNOS,
+  DEVICE_ATOMIC,
+  DEVICE_READ,
+  DEVICE_WRITE,
+  type DeviceAccesses,
+  DeviceFaultBatch,
+  TRANSLATE_MISS,
+} from "./device-access.js";
+import type { DeviceFaultResult } from "./device-fault.js";
+import type { Steps } from "./scheduler.js";
+
+/** Rounds of fault and replay one access may take before its device is failed (DRIVER_STUCK). */
+export const MAX_FAULT_ROUNDS = 32;
+/** Fault buffer entries a device has unless its config says `faultBuffer` (UVM's batch count). */
+export const DEFAULT_FAULT_BUFFER = 256;
+/** Cancelled accesses a run describes in `errors` (the rest are only counted). */
+const MAX_ERRORS = 16;
+
+/** How a stream runs on a device. */
+export interface DeviceRunOptions {
+  /**
+   * Accesses in flight together (a wave: the accesses of a warp, a thread block or a whole launch).
+   * Their faults go into the fault buffer together; the wave completes before the next one is
+   * issued. Default: the whole stream (one kernel launch).
+   */
+  wave?: number;
+  /**
+   * Check every translation against the CPU page table (the contract's coherence promise): a
+   * translation to another frame, a writable one where the CPU entry is read-only, or device
+   * memory where the CPU entry is not this device's device-private entry fails the device with
+   * code DRIVER_STALE. Default true; benchmarks of the hit path turn it off.
+   */
+  verifyTranslations?: boolean;
+}
+
+/** A cancelled access. */
+export interface DeviceAccessError {
+  /** Index in the stream. */
+  readonly index: number;
+  readonly va: number;
+  /** DEVICE_READ, DEVICE_WRITE or DEVICE_ATOMIC. */
+  readonly kind: number;
+  /** Why: the errno of the cancelled fault, or ENODEV when the device failed. */
+  readonly errno: string;
+}
+
+/** What one run of a stream did (the device's cumulative counters are in `Device.stats`). */
+export interface DeviceRunResult {
+  /** Accesses in the stream. */
+  readonly accesses: number;
+  /** Accesses that completed. */
+  readonly completed: number;
+  /** Accesses cancelled (fatal faults, or left when the device failed). */
+  readonly cancelled: number;
+  /** Faults raised into the fault buffer (duplicates and later rounds included). */
+  readonly faults: number;
+  /** Fault batches serviced. */
+  readonly batches: number;
+  /** Stalled accesses replayed. */
+  readonly replays: number;
+  /** The first cancelled accesses (at most 16). */
+  readonly errors: readonly DeviceAccessError[];
+  /** Set when the device failed during the run (its error; the remaining accesses were cancelled). */
+  readonly deviceFailure: Error | null;
+}
+
+/** The core operation the default fault handler uses. */
+export interface DeviceFaultService {
+  deviceFaultSteps(dev: Device, mm: Mm, start: number, end: number, write: boolean): Steps<DeviceFaultResult>;
+}
+
+// Module-local copies of the entry encoding for the per-access check (see device-fault.ts).
+const KIND_MASK = ENTRY_KIND_MASK;
+const PRESENT = ENTRY_PRESENT;
+const DEVICE_PRIVATE = ENTRY_DEVICE_PRIVATE;
+const DEVICE_EXCLUSIVE = ENTRY_DEVICE_EXCLUSIVE;
+const PROTNONE = ENTRY_PROTNONE;
+const WRITE = ENTRY_WRITE;
+const READ = DEVICE_READ;
+const WRITE_ACCESS = DEVICE_WRITE;
+
+/** Access states in `DeviceAccesses.done`. */
+const DONE = 1;
+const CANCELLED = 2;
+
+/**
+ * One stream running on one device: the device's hardware. Each wave's accesses ask the driver's
+ * `translate`; a hit completes against the frame (reads record the page hash in `seen`, writes
+ * stamp the page), a miss stalls and raises a fault into the fault buffer; a full buffer, and the
+ * end of the wave, hand a batch to the driver's `handleFaults`; then the stalled accesses replay.
+ * Preemption points: after each batch, before each replay round, after each wave.
+ */
+export class DeviceRun {
+  private readonly batch: DeviceFaultBatch;
+  private readonly wave: number;
+  private readonly verify: boolean;
+  private pending: Int32Array;
+  private next: Int32Array;
+  private rounds: Uint8Array;
+  private nextRounds: Uint8Array;
+  private npending = 0;
+  private completed = 0;
+  private cancelled = 0;
+  private faults = 0;
+  private batches = 0;
+  private replays = 0;
+  private readonly errors: DeviceAccessError[] = [];
+  /** A breach found in the hot loop, reported once the translate scope is left. */
+  private bad: { code: string; va: number; why: string } | null = null;
+
+  constructor(
+    private readonly dev: Device,
+    private readonly mm: Mm,
+    private readonly acc: DeviceAccesses,
+    private readonly service: DeviceFaultService,
+    options: DeviceRunOptions,
+  ) {
+    const cap = (dev.config.faultBuffer as number | undefined) ?? DEFAULT_FAULT_BUFFER;
+    this.batch = new DeviceFaultBatch(cap);
+    this.wave = Math.max(1, Math.min(options.wave ?? acc.count, acc.count));
+    this.verify = options.verifyTranslations !== false;
+    this.pending = new Int32Array(this.wave);
+    this.next = new Int32Array(this.wave);
+    this.rounds = new Uint8Array(this.wave);
+    this.nextRounds = new Uint8Array(this.wave);
+  }
+
+  /** The run, as a step generator. */
+  *steps(): Steps<DeviceRunResult> {
+    const acc = this.acc;
+    acc.done.fill(0, 0, acc.count);
+    acc.seen.fill(0, 0, acc.count);
+    for (let w = 0; w < acc.count && this.active(); w += this.wave) {
+      yield* this.runWave(w, Math.min(acc.count, w + this.wave));
+      yield "device:wave";
+    }
+    if (!this.active()) this.cancelRest();
+    return {
+      accesses: acc.count,
+      completed: this.completed,
+      cancelled: this.cancelled,
+      faults: this.faults,
+      batches: this.batches,
+      replays: this.replays,
+      errors: this.errors,
+      deviceFailure: this.dev.state === "active" ? null : this.dev.failure,
+    };
+  }
+
+  private active(): boolean {
+    return this.dev.state === "active" && this.dev.dispatcher.failure === null;
+  }
+
+  private *runWave(w0: number, w1: number): Steps<void> {
+    this.npending = 0;
+    let i = w0;
+    while (i < w1) {
+      i = this.issue(i, w1);
+      if (!this.active()) return;
+      if (this.batch.count === this.batch.capacity) yield* this.serviceBatch();
+      if (!this.active()) return;
+    }
+    while (this.npending > 0) {
+      if (this.batch.count > 0) yield* this.serviceBatch();
+      if (!this.active()) return;
+      yield "device:replay";
+      if (!this.active()) return;
+      this.replay();
+      if (!this.active()) return;
+    }
+  }
+
+  /**
+   * Issue accesses from `i` until `end` or until the fault buffer is full; returns the next index.
+   * The hot loop: one `translate` call per access, no allocation.
+   */
+  private issue(i: number, end: number): number {
+    const acc = this.acc;
+    const d = this.dev.dispatcher;
+    const drv = d.driver;
+    const stats = this.dev.stats;
+    const mmId = this.mm.id;
+    const va = acc.va;
+    const kind = acc.kind;
+    const batch = this.batch;
+    const cap = batch.capacity;
+    let hits = 0;
+    let misses = 0;
+    let threw = false;
+    let thrown: unknown;
+    const prev = d.beginTranslate();
+    try {
+      for (; i < end; i++) {
+        const r = drv.translate!(mmId, va[i], kind[i] !== READ);
+        if (r === TRANSLATE_MISS) {
+          misses++;
+          this.rounds[this.npending] = 0;
+          this.pending[this.npending++] = i;
+          this.raise(i);
+          if (batch.count === cap) {
+            i++;
+            break;
+          }
+        } else {
+          hits++;
+          if (!this.complete(i, r)) break;
+        }
+      }
+    } catch (e) {
+      threw = true;
+      thrown = e;
+    }
+    stats.translationHits += hits;
+    stats.translationMisses += misses;
+    if (d.endTranslate(prev, va[Math.min(i, end - 1)], threw, thrown)) this.reportBreach();
+    return i;
+  }
+
+  /** Raise a fault for access `i` into the buffer (the caller checks it has room). */
+  private raise(i: number): void {
+    const b = this.batch;
+    const k = b.count++;
+    b.mmId[k] = this.mm.id;
+    b.va[k] = this.acc.va[i];
+    b.access[k] = this.acc.kind[i];
+    b.cancelled[k] = 0;
+    b.accessIndex[k] = i;
+    this.faults++;
+    this.dev.stats.accessFaults++;
+  }
+
+  /**
+   * Complete access `i` against translate result `r`. False (with `bad` set) for a result that
+   * names no frame or that the CPU page table contradicts.
+   */
+  private complete(i: number, r: number): boolean {
+    const acc = this.acc;
+    const k = acc.kind[i];
+    const v = acc.va[i];
+    const write = k !== READ;
+    let store: { hash(pfn: number): number; stamp(pfn: number, stamp: number): void };
+    let pfn: number;
+    if (r >= 0) {
+      if (!Number.isInteger(r) || r >= this.mm.machine.pool.nframes) return this.frameBreach(v, r);
+      store = this.mm.machine.pool.content;
+      pfn = r;
+      this.dev.stats.remoteAccesses++;
+    } else {
+      pfn = -2 - r;
+      if (!Number.isInteger(pfn) || pfn >= this.dev.memory.npages) return this.frameBreach(v, r);
+      store = this.dev.memory.content;
+      this.dev.stats.localAccesses++;
+    }
+    if (this.verify) {
+      const why = this.checkTranslation(v, write, r);
+      if (why !== null) {
+        this.bad = { code: "DRIVER_STALE", va: v, why };
+        return false;
+      }
+    }
+    if (k !== WRITE_ACCESS) acc.seen[i] = store.hash(pfn);
+    if (write) store.stamp(pfn, acc.stamp[i]);
+    acc.done[i] = DONE;
+    this.completed++;
+    this.dev.stats.accesses++;
+    return true;
+  }
+
+  private frameBreach(va: number, r: number): false {
+    this.bad = {
+      code: "DRIVER_FRAME",
+      va,
+      why: `translate(${hex(va)}) returned ${String(r)}, which names no frame (a system pfn 0..${this.mm.machine.pool.nframes - 1}, deviceFrameResult(dpfn) for dpfn 0..${this.dev.memory.npages - 1}, or TRANSLATE_MISS)`,
+    };
+    return false;
+  }
+
+  /**
+   * Null if translate result `r` for `va` agrees with the CPU page table now, else what is wrong:
+   * the contract's coherence promise (same frame; writable only where the CPU entry is; device
+   * memory only for this device's device-private entries).
+   */
+  private checkTranslation(va: number, write: boolean, r: number): string | null {
+    const pt = this.mm.pt;
+    const slot = pt.pmdSlot(va);
+    let flags = 0;
+    let pfn = -1;
+    if (slot >= 0) {
+      const leaf = pt.leafAt(slot);
+      if (leaf < 0) {
+        flags = pt.pmdFlags[slot];
+        pfn = pt.pmdPfn[slot] + (Math.floor(va / 4096) & 511);
+      } else {
+        const pos = leaf * 512 + (Math.floor(va / 4096) & 511);
+        flags = pt.pteFlags[pos];
+        pfn = pt.ptePfn[pos];
+      }
+    }
+    const kind = flags & KIND_MASK;
+    const what = write ? "write" : "read";
+    const got = r >= 0 ? `system pfn ${r}` : `device pfn ${-2 - r}`;
+    if (kind === PRESENT && (flags & PROTNONE) === 0) {
+      if (r !== pfn)
+        return `translate(${hex(va)}, ${what}) gave ${got}, but the CPU maps system pfn ${pfn}: a stale translation`;
+      if (write && (flags & WRITE) === 0)
+        return `translate(${hex(va)}, write) allowed a write, but the CPU entry (pfn ${pfn}) is read-only: a stale or over-permissive translation`;
+      return null;
+    }
+    if ((kind === DEVICE_PRIVATE || kind === DEVICE_EXCLUSIVE) && entryOwner(flags) === this.dev.ownerId) {
+      const want = kind === DEVICE_PRIVATE ? -2 - pfn : pfn;
+      if (r !== want)
+        return `translate(${hex(va)}, ${what}) gave ${got}, but the CPU entry is this device's ${kind === DEVICE_PRIVATE ? `device-private entry for device pfn ${pfn}` : `exclusive entry for system pfn ${pfn}`}: a stale translation`;
+      if (write && (flags & WRITE) === 0)
+        return `translate(${hex(va)}, write) allowed a write, but the CPU entry is read-only: a stale or over-permissive translation`;
+      return null;
+    }
+    return `translate(${hex(va)}, ${what}) gave ${got}, but the CPU page table has no ${kind === 0 ? "entry" : "entry this device may use"} there: a stale translation (it should have been dropped by invalidate)`;
+  }
+
+  private reportBreach(): void {
+    const b = this.bad;
+    if (b === null) return;
+    this.bad = null;
+    this.dev.dispatcher.breach("translate", b.va, { why: b.why, code: b.code });
+  }
+
+  /** Hand the buffer to the driver's handleFaults (or the default handler), then apply cancellations. */
+  private *serviceBatch(): Steps<void> {
+    const b = this.batch;
+    this.batches++;
+    const d = this.dev.dispatcher;
+    if (typeof d.driver.handleFaults === "function") {
+      const it = d.handleFaults(b);
+      if (it !== null && it !== false) {
+        for (;;) {
+          const point = d.stepFaultHandler(it);
+          if (point === false || point === "") break;
+          yield point;
+        }
+      }
+    } else {
+      d.stats.faultBatches++;
+      yield* this.defaultHandler();
+    }
+    if (this.active()) {
+      for (let k = 0; k < b.count; k++)
+        if (b.cancelled[k] !== 0) this.cancel(b.accessIndex[k], CANCEL_ERRNOS[b.cancelled[k]]);
+    }
+    b.count = 0;
+    yield "device:fault-batch";
+  }
+
+  /** Without handleFaults: one deviceFault per distinct page of the batch (in order), cancelling what fails. */
+  private *defaultHandler(): Steps<void> {
+    const b = this.batch;
+    for (let k = 0; k < b.count; k++) {
+      const va = b.va[k];
+      const write = b.access[k] !== READ;
+      let dup = false;
+      for (let j = 0; j < k; j++) {
+        if (b.va[j] === va && (b.access[j] !== READ || !write)) {
+          dup = true;
+          if (b.cancelled[j] !== 0) b.cancelled[k] = b.cancelled[j];
+          break;
+        }
+      }
+      if (dup) continue;
+      try {
+        yield* this.service.deviceFaultSteps(this.dev, this.mm, va, va + 4096, write);
+      } catch (e) {
+        if (!this.active()) return;
+        const errno = e instanceof MmError ? e.errno : undefined;
+        const code = CANCEL_ERRNOS.indexOf(errno as (typeof CANCEL_ERRNOS)[number]);
+        if (code > 0) b.cancelled[k] = code;
+        else throw e;
+      }
+      if (!this.active()) return;
+    }
+  }
+
+  /** Replay the stalled accesses; those that miss again fault again (until the buffer is full). */
+  private replay(): void {
+    const acc = this.acc;
+    const d = this.dev.dispatcher;
+    const drv = d.driver;
+    const stats = this.dev.stats;
+    const mmId = this.mm.id;
+    const batch = this.batch;
+    const cap = batch.capacity;
+    let nn = 0;
+    let hits = 0;
+    let misses = 0;
+    let threw = false;
+    let thrown: unknown;
+    let j = 0;
+    let stuck = -1;
+    const prev = d.beginTranslate();
+    try {
+      for (; j < this.npending; j++) {
+        const i = this.pending[j];
+        if (acc.done[i] !== 0) continue;
+        if (batch.count === cap) {
+          // No room to fault again: replay it in the next round.
+          this.nextRounds[nn] = this.rounds[j];
+          this.next[nn++] = i;
+          continue;
+        }
+        this.replays++;
+        stats.replays++;
+        const r = drv.translate!(mmId, acc.va[i], acc.kind[i] !== READ);
+        if (r === TRANSLATE_MISS) {
+          misses++;
+          const round = this.rounds[j] + 1;
+          if (round >= MAX_FAULT_ROUNDS) {
+            stuck = i;
+            break;
+          }
+          this.nextRounds[nn] = round;
+          this.next[nn++] = i;
+          this.raise(i);
+        } else {
+          hits++;
+          if (!this.complete(i, r)) break;
+        }
+      }
+    } catch (e) {
+      threw = true;
+      thrown = e;
+    }
+    stats.translationHits += hits;
+    stats.translationMisses += misses;
+    const okScope = d.endTranslate(prev, acc.va[this.pending[Math.min(j, this.npending - 1)]], threw, thrown);
+    if (okScope) this.reportBreach();
+    if (stuck >= 0 && this.active()) {
+      d.breach("handleFaults", acc.va[stuck], {
+        why: `the access at ${hex(acc.va[stuck])} (${acc.kind[stuck] === READ ? "read" : acc.kind[stuck] === DEVICE_ATOMIC ? "atomic" : "write"}) still missed after ${MAX_FAULT_ROUNDS} rounds of fault and replay: the fault handler neither made it translatable nor cancelled it`,
+        code: "DRIVER_STUCK",
+      });
+    }
+    [this.pending, this.next] = [this.next, this.pending];
+    [this.rounds, this.nextRounds] = [this.nextRounds, this.rounds];
+    this.npending = nn;
+  }
+
+  private cancel(i: number, errno: string): void {
+    const acc = this.acc;
+    if (acc.done[i] !== 0) return;
+    acc.done[i] = CANCELLED;
+    this.cancelled++;
+    this.dev.stats.fatalFaults++;
+    if (this.errors.length < MAX_ERRORS)
+      this.errors.push({ index: i, va: acc.va[i], kind: acc.kind[i], errno });
+  }
+
+  /** The device failed: every access not done is cancelled (ENODEV). */
+  private cancelRest(): void {
+    const acc = this.acc;
+    for (let i = 0; i < acc.count; i++) if (acc.done[i] === 0) this.cancel(i, "ENODEV");
+  }
+}
