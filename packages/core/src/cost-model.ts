@@ -10,7 +10,10 @@ export interface CostConstant {
 
 /** The constants of the model, by name. */
 export interface CostConstants {
-  /** Fixed cost of servicing one device fault request (fault buffer read, batch setup, replay). */
+  /**
+   * Fixed cost of servicing one fault batch of the access path (fault buffer read, batch setup,
+   * replay), or one device fault request made outside a batch.
+   */
   faultServiceUs: CostConstant;
   /** Cost per page made valid for the device in a fault (lookup, map, TLB fill), amortised in a batch. */
   pageMapUs: CostConstant;
@@ -29,6 +32,10 @@ export interface CostConstants {
   invalidatePageNs: CostConstant;
   /** Per driver callback invocation (software overhead of one call into the driver). */
   callbackNs: CostConstant;
+  /** Per device access completed against the device's own memory (one 4 KiB page streamed). */
+  localAccessNs: CostConstant;
+  /** Per device access completed against system memory over the bus (one 4 KiB page streamed). */
+  remoteAccessNs: CostConstant;
 }
 
 /** A named set of constants. */
@@ -89,6 +96,16 @@ export const H100_UVM_PROFILE: CostProfile = {
       source:
         "not measured: driver software overhead is inside pageMapUs for a real driver; set it to model a slower plugin",
     },
+    localAccessNs: {
+      value: 2.53,
+      unit: "ns",
+      source: `${CAL}: baseline 'GPU streaming read of GPU-resident managed memory' (1616-1630 GB/s: 4096 B / 1616 GB/s per page)`,
+    },
+    remoteAccessNs: {
+      value: 74.9,
+      unit: "ns",
+      source: `${CAL}: baseline 'pinned host-to-device copy (cudaMemcpy)' (54.66 GB/s: 4096 B / 54.66 GB/s per page); the GPU could not access plain host memory directly in that run, so the bus bandwidth stands in for a remote access`,
+    },
   },
 };
 
@@ -144,7 +161,7 @@ export class CostModel {
   estimate(s: DeviceStats): CostBreakdown {
     const c = this.constants;
     const terms: Record<string, number> = {
-      faultService: s.deviceFaults * c.faultServiceUs * 1000,
+      faultService: (s.faultBatches + s.deviceFaults - s.batchedDeviceFaults) * c.faultServiceUs * 1000,
       pageMap: s.pagesMirrored * c.pageMapUs * 1000,
       populate: s.cpuFaultsForDevice * c.populatePageUs * 1000,
       cpuFaultOnDevice: s.cpuFaultsOnDevicePages * c.cpuFaultOnDeviceUs * 1000,
@@ -152,6 +169,8 @@ export class CostModel {
       copyToHost: s.bytesToRam / c.deviceToHostGBps,
       invalidate: s.invalidatedPages * c.invalidatePageNs,
       callbacks: (s.pteCallbacks + s.pmdCallbacks + s.arrayCallbacks) * c.callbackNs,
+      localAccess: s.localAccesses * c.localAccessNs,
+      remoteAccess: s.remoteAccesses * c.remoteAccessNs,
     };
     let totalNs = 0;
     for (const v of Object.values(terms)) totalNs += v;

@@ -343,18 +343,23 @@ export class DeviceRun {
     const b = this.batch;
     this.batches++;
     const d = this.dev.dispatcher;
-    if (typeof d.driver.handleFaults === "function") {
-      const it = d.handleFaults(b);
-      if (it !== null && it !== false) {
-        for (;;) {
-          const point = d.stepFaultHandler(it);
-          if (point === false || point === "") break;
-          yield point;
+    this.dev.servicingBatch = true;
+    try {
+      if (typeof d.driver.handleFaults === "function") {
+        const it = d.handleFaults(b);
+        if (it !== null && it !== false) {
+          for (;;) {
+            const point = d.stepFaultHandler(it);
+            if (point === false || point === "") break;
+            yield point;
+          }
         }
+      } else {
+        d.stats.faultBatches++;
+        yield* this.defaultHandler();
       }
-    } else {
-      d.stats.faultBatches++;
-      yield* this.defaultHandler();
+    } finally {
+      this.dev.servicingBatch = false;
     }
     if (this.active()) {
       for (let k = 0; k < b.count; k++)

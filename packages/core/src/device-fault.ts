@@ -225,6 +225,7 @@ export class DeviceFaultOp {
     checkRange("device fault", start, end);
     if (mm.exited) throw new HmmError("EFAULT", `device fault: address space ${mm.id} has exited`);
     dev.stats.deviceFaults++;
+    if (dev.servicingBatch) dev.stats.batchedDeviceFaults++;
   }
 
   /** End of the chunk that starts at `va` (the next PMD boundary, or the end). */

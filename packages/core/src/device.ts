@@ -91,6 +91,8 @@ export class Device {
   /** The error that failed the device, if it failed. */
   failure: DriverError | null = null;
   readonly bindings = new Map<number, DeviceBinding>();
+  /** True while the device's fault handler services a batch of its access path (HmmCore.runDevice). */
+  servicingBatch = false;
   private allocFailures = 0;
 
   constructor(

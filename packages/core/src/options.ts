@@ -65,6 +65,8 @@ export const COST_CONSTANT_NAMES = [
   "deviceToHostGBps",
   "invalidatePageNs",
   "callbackNs",
+  "localAccessNs",
+  "remoteAccessNs",
 ] as const;
 
 const costValue = z.number().min(0).max(Number.MAX_VALUE).describe("a finite number >= 0");

@@ -2,6 +2,8 @@
 export class DeviceStats {
   /** Device fault requests (deviceFault calls). */
   deviceFaults = 0;
+  /** Of those, the ones a fault handler made while servicing a batch of the access path. */
+  batchedDeviceFaults = 0;
   /** Walk-and-commit rounds (one per PMD-sized chunk of a fault, retries included). */
   faultChunks = 0;
   /** Pages reported to the driver by fault commits. */

@@ -4,6 +4,7 @@ import {
   DEVICE_ATOMIC,
   DEVICE_READ,
   DeviceAccesses,
+  type DeviceRunResult,
   DriverError,
   type HmmError,
   MAX_FAULT_ROUNDS,
@@ -13,6 +14,7 @@ import {
   IdleHandlerFakeDriver,
   PAGE,
   StaleTranslatingFakeDriver,
+  StepHandlerFakeDriver,
   ThrowingTranslatingFakeDriver,
   TranslatingFakeDriver,
 } from "./fakes.js";
@@ -237,6 +239,36 @@ describe("HmmCore.runDevice: the device access path", () => {
     expect(r.completed).toBe(0);
     expect(r.cancelled).toBe(8);
     expect(r.errors[0].errno).toBe("ENODEV");
+  });
+
+  it("a fault handler may be a step generator; its cancellations cancel exactly those accesses", () => {
+    const sys = makeSystem();
+    const p = sys.machine.createProcess();
+    const base = mmapPrivate(p, 8 * PAGE);
+    const { dev, drv } = addFake(sys.core, "dev0", StepHandlerFakeDriver as never, {
+      lane: base + 6 * PAGE,
+      faultBuffer: 4,
+    });
+    const acc = new DeviceAccesses();
+    for (let i = 0; i < 8; i++) acc.write(base + i * PAGE, i + 1);
+    const sched = new Scheduler(3);
+    sched.spawn("dev", sys.core.runDeviceSteps(dev, p.mm, acc));
+    sched.run();
+    const r = sched.result<DeviceRunResult>("dev");
+    expect((drv as unknown as StepHandlerFakeDriver).batchSizes).toEqual([4, 4]);
+    expect(r.completed).toBe(6);
+    expect(r.errors.map((e) => [e.index, e.errno])).toEqual([
+      [6, "EPERM"],
+      [7, "EPERM"],
+    ]);
+    // The handler's deviceFault steps ran inside the device task: their preemption points are in the trace.
+    expect(sched.trace.some((t) => t.startsWith("dev@fault:"))).toBe(true);
+    // Its six deviceFault calls were made inside batches: the cost model charges the two batches.
+    expect(dev.stats.deviceFaults).toBe(6);
+    expect(dev.stats.batchedDeviceFaults).toBe(6);
+    expect(sys.cost.estimate(dev.stats).terms.faultService).toBe(
+      2 * sys.cost.constants.faultServiceUs * 1000,
+    );
   });
 
   it("under the scheduler, device waves interleave with a CPU thread and data stays right", () => {

@@ -575,3 +575,37 @@ export class IdleHandlerFakeDriver extends TranslatingFakeDriver {
     this.handlerCalls++;
   }
 }
+
+/**
+ * TranslatingFakeDriver with its own fault handler, a step generator: one deviceFaultSteps per
+ * distinct page of the batch (so the scheduler can interleave inside it), and every entry at or
+ * above the config's `lane` address cancelled with EPERM without asking the core (a driver policy).
+ */
+@injectable()
+export class StepHandlerFakeDriver extends TranslatingFakeDriver {
+  readonly batchSizes: number[] = [];
+  constructor(
+    @inject(TOKENS.DeviceContext) ctx: DeviceContext,
+    @inject(TOKENS.DeviceConfig) config: DeviceConfig,
+    @inject(TOKENS.HmmCore) private readonly core: HmmCore,
+  ) {
+    super(ctx, config);
+  }
+  *handleFaults(batch: DeviceFaultBatch): Generator<string, void, void> {
+    this.batchSizes.push(batch.count);
+    const dev = this.core.device(this.ctx.name);
+    const mm = this.core.mmById(batch.mmId[0])!;
+    const seen = new Set<number>();
+    const limit = (this.config.lane as number | undefined) ?? Number.POSITIVE_INFINITY;
+    for (let i = 0; i < batch.count; i++) {
+      const va = batch.va[i];
+      if (va >= limit) {
+        batch.cancel(i, "EPERM");
+        continue;
+      }
+      if (seen.has(va)) continue;
+      seen.add(va);
+      yield* this.core.deviceFaultSteps(dev, mm, va, va + PAGE, batch.isWrite(i));
+    }
+  }
+}

@@ -104,6 +104,8 @@ describe("cost model", () => {
     deviceToHostGBps: 2.048,
     invalidatePageNs: 5,
     callbackNs: 3,
+    localAccessNs: 2,
+    remoteAccessNs: 7,
   };
 
   function counts(k = 1): DeviceStats {
@@ -118,13 +120,17 @@ describe("cost model", () => {
     s.pteCallbacks = 16 * k;
     s.pmdCallbacks = k;
     s.arrayCallbacks = 2 * k;
+    s.faultBatches = 3 * k;
+    s.batchedDeviceFaults = k;
+    s.localAccesses = 100 * k;
+    s.remoteAccesses = 10 * k;
     return s;
   }
 
   it("estimate is the sum over counted events of count times unit cost, copies by bytes over bandwidth", () => {
     const e = new CostModel(H100_UVM_PROFILE, round).estimate(counts());
     expect(e.terms).toEqual({
-      faultService: 2 * 10_000,
+      faultService: (3 + 2 - 1) * 10_000,
       pageMap: 16 * 1_000,
       populate: 4 * 2_000,
       cpuFaultOnDevice: 30_000,
@@ -132,8 +138,10 @@ describe("cost model", () => {
       copyToHost: expect.closeTo(2_000, 6),
       invalidate: 50,
       callbacks: 19 * 3,
+      localAccess: 200,
+      remoteAccess: 70,
     });
-    expect(e.totalNs).toBeCloseTo(20_000 + 16_000 + 8_000 + 30_000 + 2_000 + 2_000 + 50 + 57, 6);
+    expect(e.totalNs).toBeCloseTo(40_000 + 16_000 + 8_000 + 30_000 + 2_000 + 2_000 + 50 + 57 + 270, 6);
   });
 
   it("the estimate scales linearly with the counts", () => {
