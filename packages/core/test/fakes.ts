@@ -20,6 +20,7 @@ import {
   HMM_PFN_DEVICE_PRIVATE,
   HMM_PFN_EXCLUSIVE,
   HMM_PFN_WRITE,
+  type HmmCore,
   type HmmDriver,
   type HmmPlugin,
   TOKENS,
