@@ -186,26 +186,38 @@ export class DeviceRun {
 
   /**
    * Issue accesses from `i` until `end` or until the fault buffer is full; returns the next index.
-   * The hot loop: one `translate` call per access, no allocation.
+   * The hot loop: one `translate` call per access, everything else in locals, no allocation; a
+   * hit completes here (the common case), only misses and breaches leave the loop's fast path.
    */
   private issue(i: number, end: number): number {
     const acc = this.acc;
     const d = this.dev.dispatcher;
     const drv = d.driver;
-    const stats = this.dev.stats;
     const mmId = this.mm.id;
     const va = acc.va;
     const kind = acc.kind;
+    const stamp = acc.stamp;
+    const seen = acc.seen;
+    const done = acc.done;
     const batch = this.batch;
     const cap = batch.capacity;
+    const sys = this.mm.machine.pool.content;
+    const nsys = this.mm.machine.pool.nframes;
+    const local = this.dev.memory.content;
+    const nlocal = this.dev.memory.npages;
+    const verify = this.verify;
     let hits = 0;
     let misses = 0;
+    let remote = 0;
+    let localHits = 0;
     let threw = false;
     let thrown: unknown;
     const prev = d.beginTranslate();
     try {
       for (; i < end; i++) {
-        const r = drv.translate!(mmId, va[i], kind[i] !== READ);
+        const k = kind[i];
+        const v = va[i];
+        const r = drv.translate!(mmId, v, k !== READ);
         if (r === TRANSLATE_MISS) {
           misses++;
           this.rounds[this.npending] = 0;
@@ -215,17 +227,50 @@ export class DeviceRun {
             i++;
             break;
           }
-        } else {
-          hits++;
-          if (!this.complete(i, r)) break;
+          continue;
         }
+        hits++;
+        // A result is a small integer: (r | 0) === r rejects fractions, NaN and huge values at once.
+        if ((r | 0) !== r || r >= nsys || -2 - r >= nlocal) {
+          this.frameBreach(v, r);
+          break;
+        }
+        if (verify) {
+          const why = this.checkTranslation(v, k !== READ, r);
+          if (why !== null) {
+            this.bad = { code: "DRIVER_STALE", va: v, why };
+            break;
+          }
+        }
+        if (r >= 0) {
+          remote++;
+          if (k === READ) seen[i] = sys.hash(r);
+          else {
+            if (k !== WRITE_ACCESS) seen[i] = sys.hash(r);
+            sys.stamp(r, stamp[i]);
+          }
+        } else {
+          localHits++;
+          const pfn = -2 - r;
+          if (k === READ) seen[i] = local.hash(pfn);
+          else {
+            if (k !== WRITE_ACCESS) seen[i] = local.hash(pfn);
+            local.stamp(pfn, stamp[i]);
+          }
+        }
+        done[i] = DONE;
       }
     } catch (e) {
       threw = true;
       thrown = e;
     }
+    const stats = this.dev.stats;
     stats.translationHits += hits;
     stats.translationMisses += misses;
+    stats.remoteAccesses += remote;
+    stats.localAccesses += localHits;
+    stats.accesses += remote + localHits;
+    this.completed += remote + localHits;
     if (d.endTranslate(prev, va[Math.min(i, end - 1)], threw, thrown)) this.reportBreach();
     return i;
   }

@@ -119,10 +119,15 @@ export class ContentStore {
 
   /** Stamp frame `pfn`: its whole content becomes the pattern of `stamp` (see {@link stampToken}). */
   stamp(pfn: number, stamp: number): void {
-    if (this.tokens) {
-      this.tokens[pfn] = stampToken(stamp);
+    const t = this.tokens;
+    if (t !== null) {
+      t[pfn] = stampToken(stamp);
       return;
     }
+    this.stampBytes(pfn, stamp);
+  }
+
+  private stampBytes(pfn: number, stamp: number): void {
     const words = this.wordsOf(pfn);
     const base = (pfn % FRAMES_PER_CHUNK) * WORDS_PER_PAGE;
     let w = stamp | 0;
@@ -144,7 +149,13 @@ export class ContentStore {
 
   /** The page hash of frame `pfn` (0 for a page of zeros); equal in both modes for equal histories. */
   hash(pfn: number): number {
-    if (this.tokens) return this.tokens[pfn];
+    // Kept small so the device access loop inlines it: the tag-mode case is one load.
+    const t = this.tokens;
+    if (t !== null) return t[pfn];
+    return this.hashBytes(pfn);
+  }
+
+  private hashBytes(pfn: number): number {
     const c = (pfn / FRAMES_PER_CHUNK) | 0;
     const words = this.words[c];
     if (words === undefined) return 0;
