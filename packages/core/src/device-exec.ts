@@ -346,32 +346,43 @@ export class DeviceRun {
     let pfn = -1;
     if (slot >= 0) {
       const leaf = pt.leafAt(slot);
+      const index = Math.floor(va / 4096) & 511;
       if (leaf < 0) {
         flags = pt.pmdFlags[slot];
-        pfn = pt.pmdPfn[slot] + (Math.floor(va / 4096) & 511);
+        pfn = pt.pmdPfn[slot] + index;
       } else {
-        const pos = leaf * 512 + (Math.floor(va / 4096) & 511);
-        flags = pt.pteFlags[pos];
-        pfn = pt.ptePfn[pos];
+        flags = pt.pteFlags[leaf * 512 + index];
+        pfn = pt.ptePfn[leaf * 512 + index];
       }
     }
     const kind = flags & KIND_MASK;
+    // The common case first, without building any string.
+    if (kind === PRESENT && (flags & PROTNONE) === 0) {
+      if (r === pfn && (!write || (flags & WRITE) !== 0)) return null;
+    } else if (
+      (kind === DEVICE_PRIVATE || kind === DEVICE_EXCLUSIVE) &&
+      entryOwner(flags) === this.dev.ownerId
+    ) {
+      if (r === (kind === DEVICE_PRIVATE ? -2 - pfn : pfn) && (!write || (flags & WRITE) !== 0)) return null;
+    }
+    return this.staleWhy(va, write, r, kind, flags, pfn);
+  }
+
+  /** What is wrong with translate result `r` for `va`, given the CPU entry (kind, flags, pfn). */
+  private staleWhy(va: number, write: boolean, r: number, kind: number, flags: number, pfn: number): string {
     const what = write ? "write" : "read";
     const got = r >= 0 ? `system pfn ${r}` : `device pfn ${-2 - r}`;
+    const own =
+      (kind === DEVICE_PRIVATE || kind === DEVICE_EXCLUSIVE) && entryOwner(flags) === this.dev.ownerId;
     if (kind === PRESENT && (flags & PROTNONE) === 0) {
       if (r !== pfn)
         return `translate(${hex(va)}, ${what}) gave ${got}, but the CPU maps system pfn ${pfn}: a stale translation`;
-      if (write && (flags & WRITE) === 0)
-        return `translate(${hex(va)}, write) allowed a write, but the CPU entry (pfn ${pfn}) is read-only: a stale or over-permissive translation`;
-      return null;
+      return `translate(${hex(va)}, write) allowed a write, but the CPU entry (pfn ${pfn}) is read-only: a stale or over-permissive translation`;
     }
-    if ((kind === DEVICE_PRIVATE || kind === DEVICE_EXCLUSIVE) && entryOwner(flags) === this.dev.ownerId) {
-      const want = kind === DEVICE_PRIVATE ? -2 - pfn : pfn;
-      if (r !== want)
+    if (own) {
+      if (r !== (kind === DEVICE_PRIVATE ? -2 - pfn : pfn))
         return `translate(${hex(va)}, ${what}) gave ${got}, but the CPU entry is this device's ${kind === DEVICE_PRIVATE ? `device-private entry for device pfn ${pfn}` : `exclusive entry for system pfn ${pfn}`}: a stale translation`;
-      if (write && (flags & WRITE) === 0)
-        return `translate(${hex(va)}, write) allowed a write, but the CPU entry is read-only: a stale or over-permissive translation`;
-      return null;
+      return `translate(${hex(va)}, write) allowed a write, but the CPU entry is read-only: a stale or over-permissive translation`;
     }
     return `translate(${hex(va)}, ${what}) gave ${got}, but the CPU page table has no ${kind === 0 ? "entry" : "entry this device may use"} there: a stale translation (it should have been dropped by invalidate)`;
   }

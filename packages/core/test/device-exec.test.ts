@@ -178,6 +178,21 @@ describe("HmmCore.runDevice: the device access path", () => {
     expect(r.cancelled).toBe(1);
   });
 
+  it("strict checking catches a writable translation kept after fork write-protected the page", () => {
+    const s = setup(4, {}, StaleTranslatingFakeDriver as never);
+    const acc = new DeviceAccesses();
+    acc.write(s.base, 1);
+    expect(s.core.runDevice(s.dev, s.p.mm, acc).completed).toBe(1);
+    const child = s.p.fork(); // COW: the parent's PTE is read-only now; the broken driver keeps it writable
+    const r = s.core.runDevice(s.dev, s.p.mm, acc);
+    expect((r.deviceFailure as DriverError).code).toBe("DRIVER_STALE");
+    expect(r.deviceFailure!.message).toMatch(/read-only/);
+    // The child's copy was never written through the stale translation.
+    const q = mmapPrivate(child, PAGE);
+    child.writeStamp(q, PAGE, 1);
+    expect(child.readPageHash(s.base)).toBe(child.readPageHash(q));
+  });
+
   it("with verifyTranslations off the same stale read goes through unchecked", () => {
     const s = setup(4, {}, StaleTranslatingFakeDriver as never);
     s.p.writeStamp(s.base, PAGE, 1);
