@@ -1,12 +1,14 @@
 import {
   type DeviceContext,
   type DeviceTranslation,
+  deviceFrameResult,
   HMM_API_VERSION,
   HMM_PFN_DEVICE_PRIVATE,
   HMM_PFN_WRITE,
   type HmmDriver,
   type HmmPlugin,
   TOKENS,
+  TRANSLATE_MISS,
 } from "@hmmkit/core";
 import { inject, injectable } from "tsyringe";
 
@@ -21,6 +23,12 @@ export class TinyTlbDriver implements HmmDriver {
   }
   invalidate(mmId: number, start: number, end: number): void {
     for (const [va, e] of this.tlb) if (e.mmId === mmId && va >= start && va < end) this.tlb.delete(va);
+  }
+  /** The device's hardware lookup (HmmCore.runDevice): a hit gives the frame, a miss faults. */
+  translate(mmId: number, va: number, write: boolean): number {
+    const e = this.tlb.get(va);
+    if (e === undefined || e.mmId !== mmId || (write && !(e.flags & HMM_PFN_WRITE))) return TRANSLATE_MISS;
+    return e.flags & HMM_PFN_DEVICE_PRIVATE ? deviceFrameResult(e.pfn) : e.pfn;
   }
   copyToDevice(_mmId: number, _va: number, spfn: number, dpfn: number): void {
     if (spfn < 0) this.ctx.dma.zeroDevicePage(dpfn);
