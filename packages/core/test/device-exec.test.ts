@@ -13,6 +13,7 @@ import {
 import {
   IdleHandlerFakeDriver,
   PAGE,
+  ReenteringTranslateFakeDriver,
   StaleTranslatingFakeDriver,
   StepHandlerFakeDriver,
   ThrowingTranslatingFakeDriver,
@@ -284,6 +285,16 @@ describe("HmmCore.runDevice: the device access path", () => {
     expect(sys.cost.estimate(dev.stats).terms.faultService).toBe(
       2 * sys.cost.constants.faultServiceUs * 1000,
     );
+  });
+
+  it("translate may not call into mm: the call is refused (EDEADLK) and the device fails even if the driver catches it", () => {
+    const s = setup(4, {}, ReenteringTranslateFakeDriver as never);
+    const acc = new DeviceAccesses();
+    acc.read(s.base);
+    const r = s.core.runDevice(s.dev, s.p.mm, acc);
+    expect((s.dev.driver as ReenteringTranslateFakeDriver).caught).toMatchObject({ errno: "EDEADLK" });
+    expect((r.deviceFailure as DriverError).code).toBe("DRIVER_REENTRY");
+    expect(s.p.mm.vmas.find(s.base)).not.toBeNull(); // the munmap did not happen
   });
 
   it("under the scheduler, device waves interleave with a CPU thread and data stays right", () => {

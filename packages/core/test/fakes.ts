@@ -610,3 +610,26 @@ export class StepHandlerFakeDriver extends TranslatingFakeDriver {
     }
   }
 }
+
+/** A deliberately broken driver: its translate calls munmap on the address space (a re-entry). */
+@injectable()
+export class ReenteringTranslateFakeDriver extends TranslatingFakeDriver {
+  caught: unknown = null;
+  constructor(
+    @inject(TOKENS.DeviceContext) ctx: DeviceContext,
+    @inject(TOKENS.DeviceConfig) config: DeviceConfig,
+  ) {
+    super(ctx, config);
+  }
+  override translate(mmId: number, va: number, write: boolean): number {
+    for (const mm of this.ctx.machine.mms)
+      if (mm.id === mmId) {
+        try {
+          mm.munmap(va, PAGE);
+        } catch (e) {
+          this.caught = e;
+        }
+      }
+    return super.translate(mmId, va, write);
+  }
+}
