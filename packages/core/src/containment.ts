@@ -1,6 +1,6 @@
 import type { Machine } from "@hmmkit/mm";
+import { refuseInsideCallback } from "./callback-scope.js";
 import type { Device } from "./device.js";
-import { refuseInsideCallback } from "./dispatcher.js";
 import type { DriverError } from "./errors.js";
 import { evacuate } from "./evacuation.js";
 

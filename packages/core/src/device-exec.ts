@@ -1,15 +1,4 @@
-import {
-  ENTRY_DEVICE_EXCLUSIVE,
-  ENTRY_DEVICE_PRIVATE,
-  ENTRY_KIND_MASK,
-  ENTRY_PRESENT,
-  ENTRY_PROTNONE,
-  ENTRY_WRITE,
-  entryOwner,
-  hex,
-  type Mm,
-  MmError,
-} from "@hmmkit/mm";
+import { hex, type Mm, MmError } from "@hmmkit/mm";
 import type { Device } from "./device.js";
 import {
   CANCEL_ERRNOS,
@@ -22,6 +11,7 @@ import {
 } from "./device-access.js";
 import type { DeviceFaultResult } from "./device-fault.js";
 import type { Steps } from "./scheduler.js";
+import { checkTranslation } from "./translation-check.js";
 
 /** Rounds of fault and replay one access may take before its device is failed (DRIVER_STUCK). */
 export const MAX_FAULT_ROUNDS = 32;
@@ -83,13 +73,6 @@ export interface DeviceFaultService {
   deviceFaultSteps(dev: Device, mm: Mm, start: number, end: number, write: boolean): Steps<DeviceFaultResult>;
 }
 
-// Module-local copies of the entry encoding for the per-access check (see device-fault.ts).
-const KIND_MASK = ENTRY_KIND_MASK;
-const PRESENT = ENTRY_PRESENT;
-const DEVICE_PRIVATE = ENTRY_DEVICE_PRIVATE;
-const DEVICE_EXCLUSIVE = ENTRY_DEVICE_EXCLUSIVE;
-const PROTNONE = ENTRY_PROTNONE;
-const WRITE = ENTRY_WRITE;
 const READ = DEVICE_READ;
 const WRITE_ACCESS = DEVICE_WRITE;
 
@@ -236,7 +219,7 @@ export class DeviceRun {
           break;
         }
         if (verify) {
-          const why = this.checkTranslation(v, k !== READ, r);
+          const why = checkTranslation(this.mm, this.dev.ownerId, v, k !== READ, r);
           if (why !== null) {
             this.bad = { code: "DRIVER_STALE", va: v, why };
             break;
@@ -311,7 +294,7 @@ export class DeviceRun {
       this.dev.stats.localAccesses++;
     }
     if (this.verify) {
-      const why = this.checkTranslation(v, write, r);
+      const why = checkTranslation(this.mm, this.dev.ownerId, v, write, r);
       if (why !== null) {
         this.bad = { code: "DRIVER_STALE", va: v, why };
         return false;
@@ -332,59 +315,6 @@ export class DeviceRun {
       why: `translate(${hex(va)}) returned ${String(r)}, which names no frame (a system pfn 0..${this.mm.machine.pool.nframes - 1}, deviceFrameResult(dpfn) for dpfn 0..${this.dev.memory.npages - 1}, or TRANSLATE_MISS)`,
     };
     return false;
-  }
-
-  /**
-   * Null if translate result `r` for `va` agrees with the CPU page table now, else what is wrong:
-   * the contract's coherence promise (same frame; writable only where the CPU entry is; device
-   * memory only for this device's device-private entries).
-   */
-  private checkTranslation(va: number, write: boolean, r: number): string | null {
-    const pt = this.mm.pt;
-    const slot = pt.pmdSlot(va);
-    let flags = 0;
-    let pfn = -1;
-    if (slot >= 0) {
-      const leaf = pt.leafAt(slot);
-      const index = Math.floor(va / 4096) & 511;
-      if (leaf < 0) {
-        flags = pt.pmdFlags[slot];
-        pfn = pt.pmdPfn[slot] + index;
-      } else {
-        flags = pt.pteFlags[leaf * 512 + index];
-        pfn = pt.ptePfn[leaf * 512 + index];
-      }
-    }
-    const kind = flags & KIND_MASK;
-    // The common case first, without building any string.
-    if (kind === PRESENT && (flags & PROTNONE) === 0) {
-      if (r === pfn && (!write || (flags & WRITE) !== 0)) return null;
-    } else if (
-      (kind === DEVICE_PRIVATE || kind === DEVICE_EXCLUSIVE) &&
-      entryOwner(flags) === this.dev.ownerId
-    ) {
-      if (r === (kind === DEVICE_PRIVATE ? -2 - pfn : pfn) && (!write || (flags & WRITE) !== 0)) return null;
-    }
-    return this.staleWhy(va, write, r, kind, flags, pfn);
-  }
-
-  /** What is wrong with translate result `r` for `va`, given the CPU entry (kind, flags, pfn). */
-  private staleWhy(va: number, write: boolean, r: number, kind: number, flags: number, pfn: number): string {
-    const what = write ? "write" : "read";
-    const got = r >= 0 ? `system pfn ${r}` : `device pfn ${-2 - r}`;
-    const own =
-      (kind === DEVICE_PRIVATE || kind === DEVICE_EXCLUSIVE) && entryOwner(flags) === this.dev.ownerId;
-    if (kind === PRESENT && (flags & PROTNONE) === 0) {
-      if (r !== pfn)
-        return `translate(${hex(va)}, ${what}) gave ${got}, but the CPU maps system pfn ${pfn}: a stale translation`;
-      return `translate(${hex(va)}, write) allowed a write, but the CPU entry (pfn ${pfn}) is read-only: a stale or over-permissive translation`;
-    }
-    if (own) {
-      if (r !== (kind === DEVICE_PRIVATE ? -2 - pfn : pfn))
-        return `translate(${hex(va)}, ${what}) gave ${got}, but the CPU entry is this device's ${kind === DEVICE_PRIVATE ? `device-private entry for device pfn ${pfn}` : `exclusive entry for system pfn ${pfn}`}: a stale translation`;
-      return `translate(${hex(va)}, write) allowed a write, but the CPU entry is read-only: a stale or over-permissive translation`;
-    }
-    return `translate(${hex(va)}, ${what}) gave ${got}, but the CPU page table has no ${kind === 0 ? "entry" : "entry this device may use"} there: a stale translation (it should have been dropped by invalidate)`;
   }
 
   private reportBreach(): void {

@@ -1,4 +1,6 @@
-import { type Machine, type MmuNotifyEvent, setReentryGuard } from "@hmmkit/mm";
+import type { Machine, MmuNotifyEvent } from "@hmmkit/mm";
+import { asyncReturn, hasIterator, isStepGenerator, isThenable } from "./callback-returns.js";
+import { type CallbackHolder, type CallbackScope, HELD, scopeOf } from "./callback-scope.js";
 import type { DeviceTranslation, HmmDriver } from "./contract.js";
 import type { DeviceFaultBatch } from "./device-access.js";
 import { type ContractViolation, DriverError, HmmError } from "./errors.js";
@@ -6,49 +8,6 @@ import type { DeviceStats } from "./stats.js";
 
 /** How the core reports pages to a driver. */
 export type CallbackMode = "per-pte" | "array";
-
-/**
- * What the kernel holds while each callback runs, for the message that refuses a re-entry (see
- * the table in contract.ts). `release` is absent: it runs with nothing held.
- */
-const HELD: Readonly<Record<string, string>> = {
-  mirrorPte: "the driver's update lock and the mmap_lock",
-  mirrorPmd: "the driver's update lock and the mmap_lock",
-  mirrorPtes: "the driver's update lock and the mmap_lock",
-  invalidate: "the MMU notifier's locks (inside the memory operation that is changing the page table)",
-  copyToDevice: "migrate_vma with the pages locked and the mmap_lock held",
-  copyFromDevice: "migrate_vma with the pages locked (inside a CPU fault, eviction or removal)",
-  translations: "the driver's update lock (an inspection must not change anything)",
-  unbind: "the core's unbind of that address space (the notifier is being removed)",
-  translate: "the device's translation hardware (a TLB or page-table lookup cannot wait for the kernel)",
-};
-
-/** The driver callback running now on one machine (one simulated thread runs at a time). */
-class CallbackScope {
-  running: DriverDispatcher | null = null;
-}
-
-const scopes = new WeakMap<Machine, CallbackScope>();
-
-function scopeOf(machine: Machine): CallbackScope {
-  let s = scopes.get(machine);
-  if (s === undefined) {
-    const scope = new CallbackScope();
-    s = scope;
-    scopes.set(machine, scope);
-    setReentryGuard(machine, (op) => scope.running?.refuse(op));
-  }
-  return s;
-}
-
-/**
- * Refuse `op` (a core operation) if a driver callback is running on `machine`: the kernel would
- * deadlock on the locks the callback runs under. The running driver's device fails with an
- * EDEADLK DriverError and `op` throws an HmmError EDEADLK.
- */
-export function refuseInsideCallback(machine: Machine, op: string): void {
-  scopes.get(machine)?.running?.refuse(op);
-}
 
 /** The copy a copy callback is asked to make: the only DMA it may do. */
 const NO_COPY = -2;
@@ -63,7 +22,7 @@ const NO_COPY = -2;
  * progress, and an endless `translations`. Hot loops keep the try/catch outside the per-page loop
  * and the call site monomorphic (same driver, same argument shape).
  */
-export class DriverDispatcher {
+export class DriverDispatcher implements CallbackHolder {
   failure: DriverError | null = null;
   private readonly pfnScratch = new Int32Array(512);
   private readonly flagScratch = new Int32Array(512);
@@ -126,7 +85,7 @@ export class DriverDispatcher {
   }
 
   /** Enter a guarded callback; returns the callback it interrupts (the scope's previous holder). */
-  private enter(callback: string): DriverDispatcher | null {
+  private enter(callback: string): CallbackHolder | null {
     const prev = this.scope.running;
     this.scope.running = this;
     this.callback = callback;
@@ -134,7 +93,7 @@ export class DriverDispatcher {
     return prev;
   }
 
-  private leave(prev: DriverDispatcher | null): void {
+  private leave(prev: CallbackHolder | null): void {
     this.scope.running = prev;
     this.callback = null;
   }
@@ -146,7 +105,7 @@ export class DriverDispatcher {
    * stay guarded), the containment runs after. True if the callback succeeded.
    */
   private settle(
-    prev: DriverDispatcher | null,
+    prev: CallbackHolder | null,
     callback: string,
     address: number | null,
     ret: unknown,
@@ -418,12 +377,12 @@ export class DriverDispatcher {
    * Enter the `translate` scope for a run of hot calls (the caller calls `driver.translate`
    * directly, inside one try/catch, then {@link endTranslate}). Returns the interrupted holder.
    */
-  beginTranslate(): DriverDispatcher | null {
+  beginTranslate(): CallbackHolder | null {
     return this.enter("translate");
   }
 
   /** Leave the `translate` scope; fails the device for a throw or a breach. True if all went well. */
-  endTranslate(prev: DriverDispatcher | null, va: number, threw: boolean, thrown: unknown): boolean {
+  endTranslate(prev: CallbackHolder | null, va: number, threw: boolean, thrown: unknown): boolean {
     return this.settle(prev, "translate", va, undefined, threw, thrown);
   }
 
@@ -499,53 +458,4 @@ export class DriverDispatcher {
     }
     this.settle(prev, "release", null, ret, threw, thrown);
   }
-}
-
-/** Whether `x` looks like a thenable (or hides its `then`). Never throws. */
-function isThenable(x: unknown): boolean {
-  if ((typeof x !== "object" || x === null) && typeof x !== "function") return false;
-  try {
-    return typeof (x as { then?: unknown }).then === "function";
-  } catch {
-    return true;
-  }
-}
-
-/** Whether `x` is a generator object (has `next` and is its own iterator). Never throws. */
-function isStepGenerator(x: unknown): x is Iterator<string, void, void> {
-  if (typeof x !== "object" || x === null) return false;
-  try {
-    return typeof (x as { next?: unknown }).next === "function" && hasIterator(x);
-  } catch {
-    return false;
-  }
-}
-
-function hasIterator(x: unknown): boolean {
-  try {
-    return typeof (x as { [Symbol.iterator]?: unknown })[Symbol.iterator] === "function";
-  } catch {
-    return false;
-  }
-}
-
-/**
- * If `ret` is a thenable (a Promise, an async function's result), attach a no-op rejection
- * handler so its rejection cannot kill the process, and say what it was; null otherwise.
- */
-function asyncReturn(ret: unknown): string | null {
-  if ((typeof ret !== "object" || ret === null) && typeof ret !== "function") return null;
-  let then: unknown;
-  try {
-    then = (ret as { then?: unknown }).then;
-  } catch {
-    return "returned an object whose 'then' cannot be read";
-  }
-  if (typeof then !== "function") return null;
-  try {
-    (then as (ok: unknown, err: unknown) => unknown).call(ret, undefined, () => {});
-  } catch {
-    // A hostile thenable: nothing more can be done with it.
-  }
-  return "returned a Promise (or another thenable)";
 }

@@ -1,7 +1,7 @@
 import "reflect-metadata";
 
 export { MmuNotifyEvent } from "@hmmkit/mm";
-
+export { refuseInsideCallback } from "./callback-scope.js";
 export * from "./container.js";
 export * from "./contract.js";
 export * from "./cost-model.js";
