@@ -393,7 +393,8 @@ export class HmmCore {
     bindMm(this.containment, e.dev, e.mm);
     return this.reapAfter(
       migrateToDeviceSteps(
-        { evictFor: (d) => this.evict(d, this.config.evictBatchPages) > 0 },
+        // A device smaller than one eviction batch evicts all it has (evict refuses more than npages).
+        { evictFor: (d) => this.evict(d, Math.min(this.config.evictBatchPages, d.memory.npages)) > 0 },
         e.dev,
         e.mm,
         start,

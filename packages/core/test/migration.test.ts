@@ -418,6 +418,22 @@ describe("eviction under device memory pressure", () => {
     expectNoLeaks(sys, [dev]);
   });
 
+  it("a device with less memory than one eviction batch (512 pages) evicts all it has when full", () => {
+    const sys = makeSystem();
+    const { dev } = addFake(sys.core, "gpu0", undefined, { memoryPages: 4 });
+    const p = sys.machine.createProcess();
+    const a = mmapPrivate(p, 6 * PAGE);
+    const data = randomBytes(6 * PAGE, 54);
+    p.write(a, data);
+    expect(sys.core.migrateToDevice(dev, p, a, a + 4 * PAGE).migrated).toBe(4);
+    expect(sys.core.migrateToDevice(dev, p, a + 4 * PAGE, a + 6 * PAGE).migrated).toBe(2);
+    expect(dev.stats.evictions).toBe(4);
+    expectOnDevice(p, a + 4 * PAGE, 2, dev.ownerId);
+    expectBytes(p.read(a, 6 * PAGE), data);
+    p.exit();
+    expectNoLeaks(sys, [dev]);
+  });
+
   it("with evictOnPressure: false, pages that do not fit stay in system memory", () => {
     const sys = makeSystem();
     const { dev } = addFake(sys.core, "gpu0", undefined, { memoryPages: 4, evictOnPressure: false });
