@@ -177,7 +177,9 @@ export class BlockFaultFakeDriver extends MapMirrorFakeDriver {
 /**
  * MapMirrorFakeDriver with a first-touch migration policy: each fault first migrates its page to
  * device memory (where it can: a page that cannot move stays in RAM and is mapped remotely), then
- * faults it for the access. A write to its own page that the CPU shares read-only (after fork)
+ * faults it for the access. At most a quarter of device memory migrates per batch, the rest is
+ * mapped remotely: a batch that migrated more than the device holds would evict pages still
+ * waiting for their replay, round after round (a livelock the core ends with DRIVER_STUCK). A write to its own page that the CPU shares read-only (after fork)
  * brings the page home first, as a kernel driver must (hmm_range_fault only reports such a page).
  */
 @injectable()
@@ -192,6 +194,7 @@ export class MigratingFakeDriver extends MapMirrorFakeDriver {
 
   *handleFaults(batch: DeviceFaultBatch): Generator<string, void, void> {
     const dev = this.core.device(this.ctx.name);
+    let budget = Math.max(1, dev.memory.npages >> 2);
     for (let k = 0; k < batch.count; k++) {
       const va = batch.va[k];
       const write = batch.isWrite(k);
@@ -203,7 +206,7 @@ export class MigratingFakeDriver extends MapMirrorFakeDriver {
         continue;
       }
       try {
-        yield* this.core.migrateToDeviceSteps(dev, mm, va, va + PAGE);
+        if (budget > 0) budget -= (yield* this.core.migrateToDeviceSteps(dev, mm, va, va + PAGE)).migrated;
         const r = yield* this.core.deviceFaultSteps(dev, mm, va, va + PAGE, write);
         if (r.reportedReadOnly > 0) {
           yield* this.core.migrateToRamSteps(dev, mm, va, va + PAGE);

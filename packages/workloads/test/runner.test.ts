@@ -45,6 +45,30 @@ describe("runWorkload: every kind", () => {
   }
 });
 
+describe("runWorkload: races inside a phase", () => {
+  it("churn's munmap, mprotect and DONTNEED race the device's faults (retried chunks), and the digest holds", () => {
+    const spec = "churn:size=4MiB,chunk=512KiB,ops=8,huge=1";
+    const reports = [mapMirrorPlugin, blockFaultPlugin, migratingPlugin].map((plugin) =>
+      runWorkload({ spec, plugin, device: DEVICE, seed: 2 }),
+    );
+    for (const r of reports) expectClean(r);
+    // A device fault chunk was walked again because an invalidation overlapped it, and the
+    // partial munmap / mprotect / DONTNEED of a THP split its PMD under the device.
+    expect(reports[1].deviceStats.retries).toBeGreaterThan(0);
+    expect(reports[1].cpuStats.thpSplitPmd).toBeGreaterThan(0);
+    expect(reports[1].digest).toBe(reports[0].digest);
+    expect(reports[2].digest).toBe(reports[0].digest);
+  });
+
+  it("pingpong on a migrating driver moves pages back and forth every round", () => {
+    const r = runWorkload({ spec: "pingpong:size=256KiB,rounds=4", plugin: migratingPlugin, device: DEVICE });
+    expectClean(r);
+    // Rounds 1..3: the CPU's half of the pages were on the device (the device took them the round before).
+    expect(r.deviceStats.cpuFaultsOnDevicePages).toBe(3 * 32);
+    expect(r.deviceStats.migratedToDevice).toBe(4 * 32);
+  });
+});
+
 describe("runWorkload: the digest", () => {
   it("the same spec and seed give the same digest twice; another seed gives another", () => {
     const a = runWorkload({ spec: SPECS.random, plugin: mapMirrorPlugin, device: DEVICE, seed: 11 });
@@ -104,7 +128,11 @@ describe("runWorkload: the report", () => {
   });
 
   it("oversub sizes its working set from the device's memory and, on a migrating driver, evicts", () => {
-    const r = runWorkload({ spec: "oversub:factor=2,passes=1", plugin: migratingPlugin, device: DEVICE });
+    const r = runWorkload({
+      spec: "oversub:factor=2,passes=1,wave=64",
+      plugin: migratingPlugin,
+      device: DEVICE,
+    });
     expectClean(r);
     expect(r.pages).toBe(512);
     expect(r.deviceStats.evictions).toBeGreaterThan(0);

@@ -26,12 +26,15 @@ const OPS = ["mprotect", "remap", "mremap", "dontneed"] as const;
  * the device's faults race. Each operation keeps the digest driver-independent:
  * - mprotect: read-only, the CPU reads some of the chunk, read-write again; the device may read
  *   the chunk meanwhile (never write it: that would be a fatal EPERM only in the read-only window);
- * - remap: munmap then mmap MAP_FIXED (fresh zero pages; the shadow is zeroed), then the CPU
- *   writes half of the chunk; the device does not touch it in that phase;
- * - mremap: the chunk moves to a PROT_NONE spare range and back (MREMAP_MAYMOVE|MREMAP_FIXED), its
- *   pages moving with it, then the CPU reads a third of it back;
- * - dontneed: madvise(MADV_DONTNEED) (the shadow is zeroed), then the CPU rewrites every page of
- *   the chunk before anyone reads it.
+ * - remap: munmap then mmap MAP_FIXED (a new anonymous mapping reads as zeros, do_anonymous_page;
+ *   the shadow is zeroed), then the CPU writes half of the chunk; the device does not touch it in
+ *   that phase;
+ * - mremap: the chunk moves to a PROT_NONE spare range and back (MREMAP_MAYMOVE|MREMAP_FIXED; the
+ *   first unmaps the spare, as mremap_to does), its pages moving with it (move_page_tables), then
+ *   the CPU reads a third of it back;
+ * - dontneed: madvise(MADV_DONTNEED) (private anonymous pages are zapped and read as zeros next,
+ *   madvise_dontneed_single_vma; the shadow is zeroed), then the CPU rewrites every page of the
+ *   chunk before anyone reads it.
  */
 export const churnWorkload: WorkloadGenerator = {
   pages: (p: Params) => p.size / PAGE_SIZE,
