@@ -1,0 +1,31 @@
+/**
+ * The designs compared: each a name and the runWorkload options that attach it. Every design gets
+ * the same device memory, so `oversub` oversubscribes them alike.
+ */
+import iotlb from "@hmmkit/driver-iotlb";
+import type { RunWorkloadOptions } from "@hmmkit/workloads";
+
+/** One design: a driver (and its settings) under a short name. */
+export interface Design {
+  readonly name: string;
+  /** One line saying what it is. */
+  readonly description: string;
+  readonly options: Pick<RunWorkloadOptions, "plugin" | "device" | "attach">;
+}
+
+/** Device memory of every design: 512 pages (2 MiB). */
+export const DEVICE_MEMORY_PAGES = 512;
+
+/** Every design this example knows, by name. */
+export const DESIGNS: readonly Design[] = [
+  {
+    name: "iotlb",
+    description: "no mirror table: a 64-entry 4-way device TLB, one page per fault (ATS/PRI)",
+    options: { plugin: iotlb, device: { memoryPages: DEVICE_MEMORY_PAGES } },
+  },
+  {
+    name: "iotlb-odp",
+    description: "the same TLB faulting an aligned 16-page window per miss (RDMA ODP prefetch)",
+    options: { plugin: iotlb, device: { memoryPages: DEVICE_MEMORY_PAGES, faultWindow: 16 } },
+  },
+];
