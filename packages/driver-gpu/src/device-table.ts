@@ -1,0 +1,598 @@
+/**
+ * The GPU's own page table: per 2 MiB VA block of an address space, either one 2 MiB entry or a
+ * leaf of 512 4 KiB entries, all in typed arrays (no object or Map per page or per block).
+ *
+ * Layout (kdbush style: named strides, one Int32Array per kind of record):
+ * - block records, `BLOCK_STRIDE` Int32 each: the key (mm id, VA block index), the hash chain
+ *   link, the block's entry (> 0: a 2 MiB entry in the pte-encoding; < 0: -(leaf + 1); 0: none),
+ *   the block's remote-access count (the access counters) and its residency record (+1, 0: none);
+ * - a hash directory of (mm id, VA block) to block record: chained, one Int32 bucket per block,
+ *   a power of two at least the live block count;
+ * - leaves: 512 Int32 entries each in one array, with a Uint16 count of valid entries per leaf,
+ *   recycled through a free stack.
+ *
+ * Two one-entry caches keep the hot paths off the hash: the translation cache (the block the
+ * device's last access hit) and the mirror cache (the leaf the last mirrorPte wrote). Any change
+ * of a block's entry word resets both, so neither ever points at a stale leaf.
+ */
+import { TRANSLATE_MISS } from "@hmmkit/core";
+import { encodePte, PTE_MAX_PFN } from "./pte-encoding.js";
+import type { Residency } from "./residency.js";
+
+/** Bytes of one 2 MiB VA block. */
+export const BLOCK_BYTES = 2 * 1024 * 1024;
+/** 4 KiB pages per VA block. */
+export const BLOCK_PAGES = 512;
+
+/** Fields of a block record. */
+const B_MM = 0;
+const B_VB = 1;
+const B_NEXT = 2;
+const B_ENTRY = 3;
+const B_ACCESS = 4;
+const B_AUX = 5;
+/** Int32 fields per block record. */
+export const BLOCK_STRIDE = 6;
+/** Bytes of one block record. */
+export const BLOCK_RECORD_BYTES = BLOCK_STRIDE * 4;
+/** Bytes of one leaf: 512 Int32 entries and its Uint16 valid count. */
+export const LEAF_BYTES = BLOCK_PAGES * 4 + 2;
+/** Bytes of one hash bucket. */
+export const BUCKET_BYTES = 4;
+
+const NONE = -1;
+const MIN_BUCKETS = 64;
+/** Remote accesses a block counts up to (keeps the counters small integers). */
+const COUNT_CAP = 2 ** 29;
+const BLOCK_SIZE = BLOCK_BYTES;
+const MISS = TRANSLATE_MISS;
+
+/** What the table holds for one page (see {@link DeviceTable.entryAt}). */
+export interface PageEntryHolder {
+  /** Encoded entry of the page (0: none); for a 2 MiB entry, already offset to the page's frame. */
+  entry: number;
+}
+
+/** The device page table of one GPU (all address spaces it mirrors). */
+export class DeviceTable {
+  private blk: Int32Array;
+  private blockTop = 0;
+  private freeBlock = NONE;
+  /** Live block records. */
+  nBlocks = 0;
+  private buckets: Int32Array;
+  private shift: number;
+  private leaves: Int32Array;
+  private leafCount: Uint16Array;
+  private leafFree: Int32Array;
+  private nLeafFree = 0;
+  private leafTop = 0;
+  /** Live leaves. */
+  nLeaves = 0;
+  /** Live 2 MiB entries. */
+  nHuge = 0;
+
+  // Translation cache (the device TLB's last block).
+  private tMm = NONE;
+  private tVb = NONE;
+  private tBlock = NONE;
+  private tEnt = 0;
+  private tBase = 0;
+  private tBudget = COUNT_CAP;
+  private tLimit = COUNT_CAP;
+  // Mirror cache (the leaf the last mirrorPte wrote).
+  private mMm = NONE;
+  private mVb = NONE;
+  private mLeaf = 0;
+  private mBase = 0;
+
+  /** Remote accesses after which a block asks to migrate (0: never, no access-counter policy). */
+  private notifyAt = 0;
+  /** Blocks whose access count reached `notifyAt` since the fault path last looked. */
+  notified = 0;
+
+  constructor(
+    private readonly residency: Residency,
+    /** Called when the live bytes change (a block, leaf or 2 MiB entry comes or goes). */
+    private readonly bytesChanged: () => void = () => {},
+    initialBlocks = 64,
+  ) {
+    const n = Math.max(1, initialBlocks);
+    this.blk = new Int32Array(n * BLOCK_STRIDE);
+    this.buckets = new Int32Array(MIN_BUCKETS).fill(NONE);
+    this.shift = 32 - Math.log2(MIN_BUCKETS);
+    this.leaves = new Int32Array(16 * BLOCK_PAGES);
+    this.leafCount = new Uint16Array(16);
+    this.leafFree = new Int32Array(16);
+  }
+
+  /** Count remote accesses per block and miss once when a block reaches `threshold` (0: off). */
+  setAccessThreshold(threshold: number): void {
+    this.resetCaches();
+    this.notifyAt = threshold;
+  }
+
+  // ---- bytes ----------------------------------------------------------------------------------
+
+  /**
+   * Bytes of the live table: block records, the hash directory and live leaves (not the spare
+   * capacity of the growable arrays, see {@link capacityBytes}).
+   */
+  liveBytes(): number {
+    return this.nBlocks * BLOCK_RECORD_BYTES + this.buckets.length * BUCKET_BYTES + this.nLeaves * LEAF_BYTES;
+  }
+
+  /** Bytes allocated for the table, spare capacity included. */
+  capacityBytes(): number {
+    return this.blk.byteLength + this.buckets.byteLength + this.leaves.byteLength + this.leafCount.byteLength;
+  }
+
+  // ---- hash directory -------------------------------------------------------------------------
+
+  private bucketOf(mmId: number, vb: number): number {
+    // Multiplicative hashing: the top bits of the mixed product pick the bucket.
+    return (Math.imul(vb, 0x9e3779b1) ^ Math.imul(mmId + 0x3c6ef372, 0x85ebca77)) >>> this.shift;
+  }
+
+  /** The block record of (mmId, vb), or -1. */
+  find(mmId: number, vb: number): number {
+    const blk = this.blk;
+    for (let b = this.buckets[this.bucketOf(mmId, vb)]; b !== NONE; b = blk[b * BLOCK_STRIDE + B_NEXT]) {
+      const o = b * BLOCK_STRIDE;
+      if (blk[o + B_VB] === vb && blk[o + B_MM] === mmId) return b;
+    }
+    return NONE;
+  }
+
+  /** The block record of (mmId, vb), created empty if needed. */
+  findOrCreate(mmId: number, vb: number): number {
+    const found = this.find(mmId, vb);
+    if (found !== NONE) return found;
+    // Grow the directory before taking a record, so the rehash sees only initialised records.
+    if (this.nBlocks + 1 > this.buckets.length) this.rehash(this.buckets.length * 2);
+    let b = this.freeBlock;
+    if (b !== NONE) this.freeBlock = this.blk[b * BLOCK_STRIDE + B_NEXT];
+    else {
+      if ((this.blockTop + 1) * BLOCK_STRIDE > this.blk.length) {
+        const g = new Int32Array(this.blk.length * 2);
+        g.set(this.blk);
+        this.blk = g;
+      }
+      b = this.blockTop++;
+    }
+    this.nBlocks++;
+    const o = b * BLOCK_STRIDE;
+    const blk = this.blk;
+    blk[o + B_MM] = mmId;
+    blk[o + B_VB] = vb;
+    blk[o + B_ENTRY] = 0;
+    blk[o + B_ACCESS] = 0;
+    blk[o + B_AUX] = 0;
+    const h = this.bucketOf(mmId, vb);
+    blk[o + B_NEXT] = this.buckets[h];
+    this.buckets[h] = b;
+    // A cached "no block here" would now be stale.
+    this.resetCaches();
+    this.bytesChanged();
+    return b;
+  }
+
+  private rehash(n: number): void {
+    const blk = this.blk;
+    this.buckets = new Int32Array(n).fill(NONE);
+    this.shift = 32 - Math.log2(n);
+    for (let b = 0; b < this.blockTop; b++) {
+      const o = b * BLOCK_STRIDE;
+      if (blk[o + B_MM] === NONE) continue;
+      const h = this.bucketOf(blk[o + B_MM], blk[o + B_VB]);
+      blk[o + B_NEXT] = this.buckets[h];
+      this.buckets[h] = b;
+    }
+  }
+
+  /** Free block record `b` (its entry and residency record must be gone). */
+  private freeBlockRecord(b: number): void {
+    const blk = this.blk;
+    const o = b * BLOCK_STRIDE;
+    const h = this.bucketOf(blk[o + B_MM], blk[o + B_VB]);
+    let p = this.buckets[h];
+    if (p === b) this.buckets[h] = blk[o + B_NEXT];
+    else {
+      while (blk[p * BLOCK_STRIDE + B_NEXT] !== b) p = blk[p * BLOCK_STRIDE + B_NEXT];
+      blk[p * BLOCK_STRIDE + B_NEXT] = blk[o + B_NEXT];
+    }
+    blk[o + B_MM] = NONE;
+    blk[o + B_VB] = NONE;
+    blk[o + B_NEXT] = this.freeBlock;
+    this.freeBlock = b;
+    this.nBlocks--;
+    if (this.nBlocks * 4 < this.buckets.length && this.buckets.length > MIN_BUCKETS)
+      this.rehash(this.buckets.length / 2);
+    this.resetCaches();
+    this.bytesChanged();
+  }
+
+  /** Free `b` if it holds nothing (no entry, no residency record). */
+  private maybeFree(b: number): void {
+    const o = b * BLOCK_STRIDE;
+    if (this.blk[o + B_ENTRY] === 0 && this.blk[o + B_AUX] === 0) this.freeBlockRecord(b);
+  }
+
+  // ---- leaves ---------------------------------------------------------------------------------
+
+  private allocLeaf(): number {
+    this.nLeaves++;
+    this.bytesChanged();
+    if (this.nLeafFree > 0) return this.leafFree[--this.nLeafFree];
+    if (this.leafTop === this.leafCount.length) {
+      const n = this.leafCount.length * 2;
+      const l = new Int32Array(n * BLOCK_PAGES);
+      l.set(this.leaves);
+      this.leaves = l;
+      const c = new Uint16Array(n);
+      c.set(this.leafCount);
+      this.leafCount = c;
+      const f = new Int32Array(n);
+      f.set(this.leafFree);
+      this.leafFree = f;
+    }
+    return this.leafTop++;
+  }
+
+  private freeLeaf(leaf: number): void {
+    this.leaves.fill(0, leaf * BLOCK_PAGES, leaf * BLOCK_PAGES + BLOCK_PAGES);
+    this.leafCount[leaf] = 0;
+    this.leafFree[this.nLeafFree++] = leaf;
+    this.nLeaves--;
+    this.bytesChanged();
+  }
+
+  /** Give block `b` a leaf (splitting its 2 MiB entry into 512 equal 4 KiB entries); returns the leaf. */
+  private leafOf(b: number): number {
+    const o = b * BLOCK_STRIDE;
+    const ent = this.blk[o + B_ENTRY];
+    if (ent < 0) return -1 - ent;
+    this.flushCount();
+    const leaf = this.allocLeaf();
+    if (ent > 0) {
+      // Consecutive frames: each page's entry is the previous one's plus one pfn (8).
+      const base = leaf * BLOCK_PAGES;
+      for (let i = 0; i < BLOCK_PAGES; i++) this.leaves[base + i] = ent + i * 8;
+      this.leafCount[leaf] = BLOCK_PAGES;
+      this.nHuge--;
+      this.splits++;
+    }
+    this.blk[o + B_ENTRY] = -1 - leaf;
+    this.resetCaches();
+    return leaf;
+  }
+
+  /** 2 MiB entries split into leaves (a partial invalidation or a 4 KiB entry inside one). */
+  splits = 0;
+
+  // ---- caches ---------------------------------------------------------------------------------
+
+  /** Write the cached block's access count back. */
+  flushCount(): void {
+    const b = this.tBlock;
+    if (b !== NONE) this.blk[b * BLOCK_STRIDE + B_ACCESS] = this.tLimit - this.tBudget;
+  }
+
+  /** Write the cached access count back and empty both caches (the fault path calls it first). */
+  resetCaches(): void {
+    this.flushCount();
+    this.tMm = NONE;
+    this.tVb = NONE;
+    this.tBlock = NONE;
+    this.tEnt = 0;
+    this.mMm = NONE;
+    this.mVb = NONE;
+  }
+
+  // ---- the hot paths --------------------------------------------------------------------------
+
+  /**
+   * The device's translation of page `va` of `mmId` (see HmmDriver.translate): a system pfn, a
+   * device frame result, or TRANSLATE_MISS. Counts remote accesses per block; with an access
+   * threshold set, the access that reaches it misses once (the access-counter notification).
+   */
+  translate(mmId: number, va: number, write: boolean): number {
+    // va < 2^47, so the block index (< 2^26) and the page index are exact small integers.
+    const vb = (va / BLOCK_SIZE) | 0;
+    if (vb !== this.tVb || mmId !== this.tMm) this.loadTranslation(mmId, vb);
+    const ent = this.tEnt;
+    const i = (va - vb * BLOCK_SIZE) >>> 12;
+    let e: number;
+    let pfn: number;
+    if (ent < 0) {
+      e = this.leaves[this.tBase + i];
+      if (e === 0) return MISS;
+      pfn = (e >>> 3) - 1;
+    } else {
+      if (ent === 0) return MISS;
+      e = ent;
+      pfn = (e >>> 3) - 1 + i;
+    }
+    // Bit 0: writable; bit 1: a frame of device memory (pte-encoding.ts).
+    if (write && (e & 1) === 0) return MISS;
+    if ((e & 2) !== 0) return -2 - pfn;
+    if (--this.tBudget === 0) return this.accessReached(pfn);
+    return pfn;
+  }
+
+  /** Translation-cache miss: load block (mmId, vb) into the cache. */
+  private loadTranslation(mmId: number, vb: number): void {
+    this.flushCount();
+    const b = this.find(mmId, vb);
+    this.tMm = mmId;
+    this.tVb = vb;
+    this.tBlock = b;
+    if (b === NONE) {
+      this.tEnt = 0;
+      return;
+    }
+    const o = b * BLOCK_STRIDE;
+    const ent = this.blk[o + B_ENTRY];
+    this.tEnt = ent;
+    this.tBase = ent < 0 ? (-1 - ent) * BLOCK_PAGES : 0;
+    const count = this.blk[o + B_ACCESS];
+    this.tLimit = this.notifyAt > count ? this.notifyAt : Math.min(count, COUNT_CAP) + COUNT_CAP;
+    this.tBudget = this.tLimit - count;
+    const aux = this.blk[o + B_AUX];
+    if (aux !== 0) this.residency.touch(aux - 1);
+  }
+
+  /**
+   * The cached block's remote accesses reached its limit: the access-counter threshold (miss once,
+   * so the fault path migrates the block), or the counter cap (keep counting from the cap).
+   */
+  private accessReached(pfn: number): number {
+    const b = this.tBlock;
+    const o = b * BLOCK_STRIDE;
+    const count = this.tLimit;
+    this.blk[o + B_ACCESS] = Math.min(count, COUNT_CAP);
+    this.tLimit = Math.min(count, COUNT_CAP) + COUNT_CAP;
+    this.tBudget = this.tLimit - this.blk[o + B_ACCESS];
+    if (count === this.notifyAt) {
+      this.notified++;
+      return MISS;
+    }
+    return pfn;
+  }
+
+  /** Mirror one 4 KiB entry (HmmDriver.mirrorPte). */
+  setPte(mmId: number, va: number, pfn: number, flags: number): void {
+    if (pfn > PTE_MAX_PFN)
+      throw new RangeError(`mirrorPte @ ${va.toString(16)}: pfn ${pfn} is beyond the table's frame range`);
+    const vb = (va / BLOCK_SIZE) | 0;
+    if (vb !== this.mVb || mmId !== this.mMm) this.loadMirror(mmId, vb);
+    const pos = this.mBase + ((va - vb * BLOCK_SIZE) >>> 12);
+    const leaves = this.leaves;
+    if (leaves[pos] === 0) this.leafCount[this.mLeaf]++;
+    leaves[pos] = encodePte(pfn, flags);
+  }
+
+  /** Mirror-cache miss: find or make the leaf of (mmId, vb). */
+  private loadMirror(mmId: number, vb: number): void {
+    const b = this.findOrCreate(mmId, vb);
+    const leaf = this.leafOf(b);
+    this.mMm = mmId;
+    this.mVb = vb;
+    this.mLeaf = leaf;
+    this.mBase = leaf * BLOCK_PAGES;
+  }
+
+  /** Mirror one 2 MiB entry (HmmDriver.mirrorPmd): `va` is 2 MiB aligned. */
+  setPmd(mmId: number, va: number, pfn: number, flags: number): void {
+    if (pfn + BLOCK_PAGES - 1 > PTE_MAX_PFN)
+      throw new RangeError(`mirrorPmd @ ${va.toString(16)}: pfn ${pfn} is beyond the table's frame range`);
+    const b = this.findOrCreate(mmId, (va / BLOCK_SIZE) | 0);
+    this.flushCount();
+    const o = b * BLOCK_STRIDE;
+    const ent = this.blk[o + B_ENTRY];
+    if (ent < 0) this.freeLeaf(-1 - ent);
+    else if (ent > 0) this.nHuge--;
+    this.blk[o + B_ENTRY] = encodePte(pfn, flags);
+    this.nHuge++;
+    this.resetCaches();
+  }
+
+  // ---- invalidation ---------------------------------------------------------------------------
+
+  /**
+   * Drop every entry of [start, end) in `mmId`; returns the 4 KiB pages dropped. Clipped to what
+   * is held: the range's blocks are looked up one by one when there are fewer of them than live
+   * blocks, otherwise the live blocks are scanned (a RELEASE over all of user space costs the
+   * blocks held, never the range's 2^35 pages). A 2 MiB entry partly covered is split and only
+   * the covered pages are cleared.
+   */
+  invalidate(mmId: number, start: number, end: number): number {
+    if (end <= start || this.nBlocks === 0) return 0;
+    this.resetCaches();
+    const vb0 = Math.floor(start / BLOCK_SIZE);
+    const vb1 = Math.ceil(end / BLOCK_SIZE);
+    let dropped = 0;
+    if (vb1 - vb0 <= this.nBlocks) {
+      for (let vb = vb0; vb < vb1; vb++) {
+        const b = this.find(mmId, vb);
+        if (b !== NONE) dropped += this.dropInBlock(b, vb, start, end);
+      }
+    } else {
+      const blk = this.blk;
+      for (let b = 0; b < this.blockTop; b++) {
+        const o = b * BLOCK_STRIDE;
+        if (blk[o + B_MM] !== mmId) continue;
+        const vb = blk[o + B_VB];
+        if (vb >= vb0 && vb < vb1) dropped += this.dropInBlock(b, vb, start, end);
+      }
+    }
+    return dropped;
+  }
+
+  /** Clear the part of block `b` (VA block `vb`) inside [start, end); returns the pages dropped. */
+  private dropInBlock(b: number, vb: number, start: number, end: number): number {
+    const o = b * BLOCK_STRIDE;
+    const ent = this.blk[o + B_ENTRY];
+    if (ent === 0) return 0;
+    const base = vb * BLOCK_SIZE;
+    const lo = start <= base ? 0 : Math.floor((start - base) / 4096);
+    const hi = end >= base + BLOCK_SIZE ? BLOCK_PAGES : Math.ceil((end - base) / 4096);
+    if (lo >= hi) return 0;
+    let dropped = 0;
+    if (ent > 0 && lo === 0 && hi === BLOCK_PAGES) {
+      this.blk[o + B_ENTRY] = 0;
+      this.nHuge--;
+      dropped = BLOCK_PAGES;
+    } else {
+      const leaf = this.leafOf(b);
+      const leaves = this.leaves;
+      const p = leaf * BLOCK_PAGES;
+      for (let i = lo; i < hi; i++) {
+        if (leaves[p + i] !== 0) {
+          leaves[p + i] = 0;
+          dropped++;
+        }
+      }
+      this.leafCount[leaf] -= dropped;
+      if (this.leafCount[leaf] === 0) {
+        this.freeLeaf(leaf);
+        this.blk[o + B_ENTRY] = 0;
+      }
+    }
+    this.resetCaches();
+    this.maybeFree(b);
+    return dropped;
+  }
+
+  /**
+   * Drop every entry of `mmId` (unbind, exit); returns the pages dropped. With `onAux`, the blocks'
+   * residency records go too (handed to it) and the blocks are forgotten.
+   */
+  dropMm(mmId: number, onAux: ((aux: number) => void) | null): number {
+    this.resetCaches();
+    let dropped = 0;
+    const blk = this.blk;
+    for (let b = 0; b < this.blockTop; b++) {
+      const o = b * BLOCK_STRIDE;
+      if (blk[o + B_MM] !== mmId) continue;
+      dropped += this.dropInBlock(b, blk[o + B_VB], 0, 2 ** 48);
+      if (blk[o + B_MM] === NONE) continue;
+      const aux = blk[o + B_AUX];
+      if (aux !== 0 && onAux !== null) {
+        blk[o + B_AUX] = 0;
+        onAux(aux - 1);
+      }
+      this.maybeFree(b);
+    }
+    return dropped;
+  }
+
+  // ---- inspection and the fault path ----------------------------------------------------------
+
+  /** The encoded entry of page `va` (offset to the page's frame for a 2 MiB entry), 0 for none. */
+  entryAt(mmId: number, va: number): number {
+    const vb = Math.floor(va / BLOCK_SIZE);
+    const b = this.find(mmId, vb);
+    if (b === NONE) return 0;
+    const ent = this.blk[b * BLOCK_STRIDE + B_ENTRY];
+    const i = Math.floor((va - vb * BLOCK_SIZE) / 4096);
+    if (ent < 0) return this.leaves[(-1 - ent) * BLOCK_PAGES + i];
+    return ent === 0 ? 0 : ent + i * 8;
+  }
+
+  /** Whether block (mmId, vb) is one 2 MiB entry. */
+  isHuge(mmId: number, vb: number): boolean {
+    const b = this.find(mmId, vb);
+    return b !== NONE && this.blk[b * BLOCK_STRIDE + B_ENTRY] > 0;
+  }
+
+  /** Fill `out[0..511]` with the encoded entries of block (mmId, vb) (0 where none). */
+  blockEntriesInto(mmId: number, vb: number, out: Int32Array): void {
+    out.fill(0, 0, BLOCK_PAGES);
+    const b = this.find(mmId, vb);
+    if (b === NONE) return;
+    const ent = this.blk[b * BLOCK_STRIDE + B_ENTRY];
+    if (ent < 0) out.set(this.leaves.subarray((-1 - ent) * BLOCK_PAGES, -ent * BLOCK_PAGES));
+    else if (ent > 0) for (let i = 0; i < BLOCK_PAGES; i++) out[i] = ent + i * 8;
+  }
+
+  /** The remote accesses counted for block (mmId, vb). */
+  accessCount(mmId: number, vb: number): number {
+    this.flushCount();
+    const b = this.find(mmId, vb);
+    return b === NONE ? 0 : this.blk[b * BLOCK_STRIDE + B_ACCESS];
+  }
+
+  /** Reset block (mmId, vb)'s access count (it migrated). */
+  resetAccessCount(mmId: number, vb: number): void {
+    const b = this.find(mmId, vb);
+    if (b === NONE) return;
+    this.resetCaches();
+    this.blk[b * BLOCK_STRIDE + B_ACCESS] = 0;
+  }
+
+  /** The residency record of block (mmId, vb), or -1. */
+  auxOf(mmId: number, vb: number): number {
+    const b = this.find(mmId, vb);
+    return b === NONE ? NONE : this.blk[b * BLOCK_STRIDE + B_AUX] - 1;
+  }
+
+  /** Attach residency record `aux` to block (mmId, vb) (created if needed); returns the block record. */
+  setAux(mmId: number, vb: number, aux: number): number {
+    const b = this.findOrCreate(mmId, vb);
+    this.blk[b * BLOCK_STRIDE + B_AUX] = aux + 1;
+    return b;
+  }
+
+  /** Detach the residency record of block record `b` (freeing the block if it holds nothing else). */
+  clearAux(b: number): void {
+    this.blk[b * BLOCK_STRIDE + B_AUX] = 0;
+    this.maybeFree(b);
+  }
+
+  /** The key of block record `b`: its mm id and VA block index. */
+  keyOf(b: number): { mmId: number; vb: number } {
+    return { mmId: this.blk[b * BLOCK_STRIDE + B_MM], vb: this.blk[b * BLOCK_STRIDE + B_VB] };
+  }
+
+  /**
+   * Every entry, for `translations()`: calls `visit(mmId, va, entry, order)` per 2 MiB entry
+   * (order 9) and per valid 4 KiB entry (order 0).
+   */
+  forEachEntry(visit: (mmId: number, va: number, entry: number, order: number) => void): void {
+    const blk = this.blk;
+    for (let b = 0; b < this.blockTop; b++) {
+      const o = b * BLOCK_STRIDE;
+      const mm = blk[o + B_MM];
+      if (mm === NONE) continue;
+      const ent = blk[o + B_ENTRY];
+      const base = blk[o + B_VB] * BLOCK_SIZE;
+      if (ent > 0) visit(mm, base, ent, 9);
+      else if (ent < 0) {
+        const p = (-1 - ent) * BLOCK_PAGES;
+        for (let i = 0; i < BLOCK_PAGES; i++) {
+          const e = this.leaves[p + i];
+          if (e !== 0) visit(mm, base + i * 4096, e, 0);
+        }
+      }
+    }
+  }
+
+  /** Forget everything (device release). */
+  clear(): void {
+    this.blk.fill(0);
+    this.blockTop = 0;
+    this.freeBlock = NONE;
+    this.nBlocks = 0;
+    this.buckets = new Int32Array(MIN_BUCKETS).fill(NONE);
+    this.shift = 32 - Math.log2(MIN_BUCKETS);
+    this.leaves.fill(0);
+    this.leafCount.fill(0);
+    this.nLeafFree = 0;
+    this.leafTop = 0;
+    this.nLeaves = 0;
+    this.nHuge = 0;
+    this.tBlock = NONE;
+    this.resetCaches();
+  }
+}
