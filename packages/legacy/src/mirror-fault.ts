@@ -1,0 +1,199 @@
+import {
+  DriverError,
+  HMM_PFN_ERROR,
+  HMM_PFN_VALID,
+  HMM_PFN_WRITE,
+  HmmError,
+  hmmPfnToMapOrder,
+  type Steps,
+  snapshotRange,
+} from "@hmmkit/core";
+import { EACCES, EAGAIN, EBUSY, EFAULT, EINVAL, ENODEV, ENOENT, ENOMEM, errnoOf } from "./errors.js";
+import type { HmmMirror } from "./mirror.js";
+import { PAGE_SIZE, PMD_SIZE, type Vma } from "./types.js";
+
+/** Restarts (-EAGAIN) one fault may take before it gives up with -EBUSY (v12 loops without bound). */
+export const MAX_FAULT_RETRIES = 64;
+
+const TASK_SIZE = 2 ** 47 - PAGE_SIZE;
+
+/** Outcome of one walk of hmm_mirror_handle_fault. */
+interface Walk {
+  ret: number;
+  /** Where the walk stopped (mirror_fault->addr). */
+  addr: number;
+  /** The lowest address it filled (a huge PMD is filled from its start). */
+  from: number;
+}
+
+/**
+ * hmm_mirror_fault (mm/hmm.c of v12, "HMM: add device page fault support v6"), as steps. For each
+ * VMA of [start, end) in turn (v12 clips the event to the first VMA and the caller goes on; here
+ * the fault goes on itself): refuse a write fault on a VMA without VM_WRITE (-EACCES,
+ * hmm_mirror_handle_fault), walk the range PMD by PMD filling hmm_pt, then call the driver's
+ * `update` with HMM_DEVICE_RFAULT / HMM_DEVICE_WFAULT for what was filled. A walk that meets a
+ * missing or write-protected CPU entry (-ENOENT) runs the CPU fault from there to the end
+ * (hmm_mm_fault) and restarts (-EAGAIN); so does a huge PMD that changed under the walk. The
+ * mirror must still be attached (mirror->hmm, hmm_mirror_is_dead) at every restart.
+ */
+export function* hmmMirrorFaultSteps(
+  mirror: HmmMirror,
+  start: number,
+  end: number,
+  write: boolean,
+): Steps<number> {
+  const sm = mirror.device;
+  sm.counters.mirrorFaults++;
+  if (mirror.hmm === null) return -ENODEV;
+  if (
+    !Number.isSafeInteger(start) ||
+    !Number.isSafeInteger(end) ||
+    start < 0 ||
+    start % PAGE_SIZE !== 0 ||
+    end % PAGE_SIZE !== 0 ||
+    end <= start ||
+    start >= TASK_SIZE
+  )
+    return -EINVAL;
+  const stop = Math.min(end, TASK_SIZE);
+  const it = mirror.iter();
+  let addr = start;
+  let retries = 0;
+  try {
+    while (addr < stop) {
+      // retry: (hmm_mirror_fault's label)
+      const hmm = mirror.hmm as { readonly mm: { findVma(va: number): Vma | null } } | null;
+      if (hmm === null) return -ENODEV;
+      const vma = hmm.mm.findVma(addr);
+      if (vma === null) return -EFAULT;
+      const evEnd = Math.min(stop, vma.end);
+      if (write && !vma.writable) return -EACCES;
+      mirror.active = it;
+      let w: Walk;
+      try {
+        w = yield* walkRange(mirror, addr, evEnd, write);
+      } finally {
+        mirror.active = null;
+      }
+      if (w.addr > w.from) {
+        const r = sm.update(mirror, w.from, w.addr, write);
+        if (r !== 0) return r;
+      }
+      if (w.ret === -ENOENT) {
+        // hmm_mm_fault: handle_mm_fault from where the walk stopped to the end of the event, then
+        // -EAGAIN so the walk starts again and finds the entries present.
+        sm.counters.enoentFaults++;
+        const r = yield* cpuFault(mirror, w.addr, evEnd, write);
+        if (r !== 0) return r;
+        w.ret = -EAGAIN;
+      }
+      if (w.ret === -EAGAIN) {
+        sm.counters.eagainRetries++;
+        if (++retries > MAX_FAULT_RETRIES) return -EBUSY;
+        addr = w.addr;
+        yield "legacy:retry";
+        continue;
+      }
+      if (w.ret !== 0) return w.ret;
+      addr = evEnd;
+    }
+    return 0;
+  } finally {
+    it.fini();
+  }
+}
+
+/**
+ * One walk_page_range of hmm_mirror_handle_fault over [addr, end) (one VMA): per PMD,
+ * hmm_mirror_fault_pmd / hmm_mirror_fault_hpmd. The CPU page table is read as v12 reads it (a
+ * look, no fault); the entries that are present and allow the access are filled into hmm_pt
+ * through the core's walk (whose mirror callbacks write them, under the leaf directory's lock).
+ */
+function* walkRange(mirror: HmmMirror, addr: number, end: number, write: boolean): Steps<Walk> {
+  const sm = mirror.device;
+  const mm = mirror.hmm!.mm;
+  const owner = sm.ownerId;
+  let a = addr;
+  let from = addr;
+  while (a < end) {
+    const pmdStart = a - (a % PMD_SIZE);
+    const chunkEnd = Math.min(end, pmdStart + PMD_SIZE);
+    const look = snapshotRange(mm, owner, a, chunkEnd).flags;
+    const f0 = look[0];
+    if (f0 & HMM_PFN_VALID && hmmPfnToMapOrder(f0) === 9) {
+      // hmm_mirror_fault_hpmd: pmd_lock, and the PMD must still be huge (else -EAGAIN).
+      yield "legacy:pmd-lock";
+      if (mirror.hmm === null) return { ret: -ENODEV, addr: a, from };
+      const now = snapshotRange(mm, owner, a, a + PAGE_SIZE).flags[0];
+      if (!(now & HMM_PFN_VALID) || hmmPfnToMapOrder(now) !== 9) return { ret: -EAGAIN, addr: a, from };
+      // A write fault on a read-only huge PMD: -ENOENT (the CPU write fault comes next).
+      if (write && !(now & HMM_PFN_WRITE)) return { ret: -ENOENT, addr: a, from };
+      // "Just fault in the whole PMD": from the PMD's start, even when the fault began mid-PMD.
+      const r = yield* fillThroughCore(mirror, pmdStart, pmdStart + PMD_SIZE, write);
+      if (r !== 0) return { ret: r, addr: a, from };
+      if (pmdStart < from) from = pmdStart;
+      a = pmdStart + PMD_SIZE;
+    } else {
+      // hmm_mirror_fault_pmd over page entries: fill up to the first entry that is not present
+      // (none, swap, another device's page, PROT_NONE: never populated) or, for a write fault,
+      // not writable; that one is -ENOENT.
+      const n = look.length;
+      let good = 0;
+      while (good < n) {
+        const f = look[good];
+        if (!(f & HMM_PFN_VALID) || f & HMM_PFN_ERROR || (write && !(f & HMM_PFN_WRITE))) break;
+        good++;
+      }
+      if (good > 0) {
+        const r = yield* fillThroughCore(mirror, a, a + good * PAGE_SIZE, write);
+        if (r !== 0) return { ret: r, addr: a, from };
+      }
+      if (good < n) return { ret: -ENOENT, addr: a + good * PAGE_SIZE, from };
+      a = chunkEnd;
+    }
+    if (a < end) yield "legacy:next-pmd";
+  }
+  return { ret: 0, addr: a, from };
+}
+
+/**
+ * The entries of [a, b) into hmm_pt: the core walks the CPU page table and reports them to this
+ * device's per-PTE client, which writes them through `mirror.active`. An error of the core walk
+ * becomes v12's return code.
+ */
+function* fillThroughCore(mirror: HmmMirror, a: number, b: number, write: boolean): Steps<number> {
+  const sm = mirror.device;
+  try {
+    yield* sm.core.deviceFaultSteps(sm.device, mirror.hmm!.mm, a, b, write);
+    return 0;
+  } catch (e) {
+    return faultErrno(e);
+  }
+}
+
+/** hmm_mm_fault: CPU faults over [a, b) (through the core, which reports nothing to hmm_pt here). */
+function* cpuFault(mirror: HmmMirror, a: number, b: number, write: boolean): Steps<number> {
+  const sm = mirror.device;
+  mirror.cpuFaultOnly = true;
+  try {
+    yield* sm.core.deviceFaultSteps(sm.device, mirror.hmm!.mm, a, b, write);
+    return 0;
+  } catch (e) {
+    return faultErrno(e);
+  } finally {
+    mirror.cpuFaultOnly = false;
+  }
+}
+
+/**
+ * v12's return code for a failed CPU fault: VM_FAULT_OOM is -ENOMEM, a migration in flight
+ * (VM_FAULT_RETRY) -EBUSY, every other fault error -EFAULT (hmm_mm_fault: "Same error code for
+ * all other cases"). Driver failures and other errors are not fault results: rethrown.
+ */
+function faultErrno(e: unknown): number {
+  if (!(e instanceof HmmError) || e instanceof DriverError) throw e;
+  const n = errnoOf(e.errno);
+  if (n === ENOMEM || n === EBUSY) return -n;
+  if (e.errno === "EFAULT" || e.errno === "EPERM") return -EFAULT;
+  throw e;
+}
