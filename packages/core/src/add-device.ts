@@ -49,14 +49,19 @@ export function constructDevice(
   config: DeviceConfig,
   source: string,
 ): Device {
-  const p = validatePlugin(plugin, source);
-  if (p.design !== "per-pte") {
+  // A shared-mirror plugin follows the legacy layer's contract, not this one: say where it goes
+  // before validating it against the per-PTE contract (whose complaints would not apply).
+  const design =
+    typeof plugin === "object" && plugin !== null ? (plugin as { design?: unknown }).design : undefined;
+  if (design === "shared-mirror") {
+    const name = (plugin as { name?: unknown }).name;
     throw new HmmError(
       "EINVAL",
-      `plugin '${p.name}' (${source}) uses the ${p.design} design, which reads HMM's shared mirror: attach it through the legacy layer (@hmmkit/legacy), not HmmCore.addDevice`,
+      `plugin '${typeof name === "string" ? name : "<unnamed>"}' (${source}) uses the shared-mirror design, which reads HMM's shared mirror: attach it through the legacy layer (@hmmkit/legacy, attachSharedMirror), not HmmCore.addDevice`,
       "PLUGIN_INVALID",
     );
   }
+  const p = validatePlugin(plugin, source);
   const own = parseDeviceConfig(config, p);
   const name = own.name;
   if (host.has(name)) throw new HmmError("EEXIST", `a device named '${name}' already exists`, "BAD_CONFIG");
