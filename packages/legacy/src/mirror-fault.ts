@@ -9,8 +9,7 @@ import {
   snapshotRange,
 } from "@hmmkit/core";
 import { EACCES, EAGAIN, EBUSY, EFAULT, EINVAL, ENODEV, ENOENT, ENOMEM, errnoOf } from "./errors.js";
-import type { HmmMirror } from "./mirror.js";
-import { PAGE_SIZE, PMD_SIZE, type Vma } from "./types.js";
+import { type FaultMirror, PAGE_SIZE, PMD_SIZE, type Vma } from "./types.js";
 
 /** Restarts (-EAGAIN) one fault may take before it gives up with -EBUSY (v12 loops without bound). */
 export const MAX_FAULT_RETRIES = 64;
@@ -37,7 +36,7 @@ interface Walk {
  * mirror must still be attached (mirror->hmm, hmm_mirror_is_dead) at every restart.
  */
 export function* hmmMirrorFaultSteps(
-  mirror: HmmMirror,
+  mirror: FaultMirror,
   start: number,
   end: number,
   write: boolean,
@@ -109,7 +108,7 @@ export function* hmmMirrorFaultSteps(
  * look, no fault); the entries that are present and allow the access are filled into hmm_pt
  * through the core's walk (whose mirror callbacks write them, under the leaf directory's lock).
  */
-function* walkRange(mirror: HmmMirror, addr: number, end: number, write: boolean): Steps<Walk> {
+function* walkRange(mirror: FaultMirror, addr: number, end: number, write: boolean): Steps<Walk> {
   const sm = mirror.device;
   const mm = mirror.hmm!.mm;
   const owner = sm.ownerId;
@@ -161,7 +160,7 @@ function* walkRange(mirror: HmmMirror, addr: number, end: number, write: boolean
  * device's per-PTE client, which writes them through `mirror.active`. An error of the core walk
  * becomes v12's return code.
  */
-function* fillThroughCore(mirror: HmmMirror, a: number, b: number, write: boolean): Steps<number> {
+function* fillThroughCore(mirror: FaultMirror, a: number, b: number, write: boolean): Steps<number> {
   const sm = mirror.device;
   try {
     yield* sm.core.deviceFaultSteps(sm.device, mirror.hmm!.mm, a, b, write);
@@ -172,7 +171,7 @@ function* fillThroughCore(mirror: HmmMirror, a: number, b: number, write: boolea
 }
 
 /** hmm_mm_fault: CPU faults over [a, b) (through the core, which reports nothing to hmm_pt here). */
-function* cpuFault(mirror: HmmMirror, a: number, b: number, write: boolean): Steps<number> {
+function* cpuFault(mirror: FaultMirror, a: number, b: number, write: boolean): Steps<number> {
   const sm = mirror.device;
   mirror.cpuFaultOnly = true;
   try {

@@ -16,8 +16,7 @@ import {
   hmmPtePfn,
 } from "./hmm-pte.js";
 import { hmmMirrorFaultSteps } from "./mirror-fault.js";
-import type { SharedMirror } from "./shared-mirror.js";
-import { type Mm, PAGE_SIZE } from "./types.js";
+import { type FaultMirror, type MirrorHost, type Mm, PAGE_SIZE } from "./types.js";
 
 // Module-local copies for the per-entry loops (V8 folds local consts; see core device-fault.ts).
 const VALID_MASK = HMM_PTE_VALID_MASK;
@@ -33,7 +32,7 @@ const PFN_DEVICE_PRIVATE = HMM_PFN_DEVICE_PRIVATE;
  * (hmm_mirror_register: hmm_pt_init(&mirror->pt) over all of user space). With the
  * `sharedDirectories` option, the mirrors of one address space share one tree.
  */
-export class HmmMirror {
+export class HmmMirror implements FaultMirror {
   /**
    * mirror->hmm: the address space while the mirror is attached; null once it was killed
    * (unregistered, unbound, its address space exited, or its update failed). A detached mirror's
@@ -46,7 +45,7 @@ export class HmmMirror {
   cpuFaultOnly = false;
 
   constructor(
-    readonly device: SharedMirror,
+    readonly device: MirrorHost,
     mm: Mm,
     /** The mirror page table (hmm_pt). */
     readonly pt: HmmPt,

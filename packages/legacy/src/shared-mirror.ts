@@ -4,22 +4,10 @@ import { HmmEtype } from "./etype.js";
 import { HmmPt } from "./hmm-pt.js";
 import { HmmMirror } from "./mirror.js";
 import type { LegacyOptions } from "./options.js";
-import type { LegacyStats } from "./stats.js";
-import type { Mm } from "./types.js";
+import type { LegacyCounters, LegacyStats } from "./stats.js";
+import type { FaultMirror, MirrorHost, Mm } from "./types.js";
 
 const ALL_END = 2 ** 47 - 4096;
-
-/** Counters a SharedMirror keeps itself (the rest of LegacyStats comes from its tables). */
-export interface LegacyCounters {
-  mirrorFaults: number;
-  enoentFaults: number;
-  eagainRetries: number;
-  updates: number;
-  dirtyPages: number;
-  copyFromDeviceViaHmmPt: number;
-  copyFromDeviceUnmirrored: number;
-  driverTableBytes: number;
-}
 
 /** The directory trees shared per address space, per core (sharedDirectories). */
 const sharedTrees = new WeakMap<HmmCore, Map<number, { pt: HmmPt; users: number }>>();
@@ -30,7 +18,7 @@ const sharedTrees = new WeakMap<HmmCore, Map<number, { pt: HmmPt; users: number 
  * the counters. Returned by attachSharedMirror; injected into the driver as
  * LEGACY_TOKENS.SharedMirror.
  */
-export class SharedMirror {
+export class SharedMirror implements MirrorHost {
   /** Mirrors by address space id (live and killed ones; see HmmMirror.hmm). */
   readonly mirrors = new Map<number, HmmMirror>();
   readonly counters: LegacyCounters = {
@@ -131,9 +119,10 @@ export class SharedMirror {
   }
 
   /** The driver's update for a device fault event on [start, end) (from hmm_mirror_fault). */
-  update(m: HmmMirror, start: number, end: number, write: boolean): number {
+  update(m: FaultMirror, start: number, end: number, write: boolean): number {
     this.counters.updates++;
-    const r = this.driver.update(m, { start, end, etype: HmmMirror.faultEtype(write) });
+    // Every FaultMirror of a SharedMirror is one of its HmmMirrors.
+    const r = this.driver.update(m as HmmMirror, { start, end, etype: HmmMirror.faultEtype(write) });
     return typeof r === "number" ? r : 0;
   }
 

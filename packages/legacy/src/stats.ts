@@ -52,3 +52,15 @@ export interface LegacyStats extends Record<string, number> {
   /** Bytes of the driver's own device page table (as the driver reports it). */
   driverTableBytes: number;
 }
+
+/** Counters a SharedMirror keeps itself (the rest of LegacyStats comes from its tables). */
+export interface LegacyCounters {
+  mirrorFaults: number;
+  enoentFaults: number;
+  eagainRetries: number;
+  updates: number;
+  dirtyPages: number;
+  copyFromDeviceViaHmmPt: number;
+  copyFromDeviceUnmirrored: number;
+  driverTableBytes: number;
+}

@@ -1,4 +1,6 @@
-import type { MmLike } from "@hmmkit/core";
+import type { Device, HmmCore, MmLike } from "@hmmkit/core";
+import type { HmmPtIter } from "./hmm-pt-iter.js";
+import type { LegacyCounters } from "./stats.js";
 
 /** An address space of the simulated mm (the core's `Mm`, without importing @hmmkit/mm). */
 export type Mm = Exclude<MmLike, { readonly mm: unknown }>;
@@ -10,3 +12,22 @@ export type Vma = NonNullable<ReturnType<Mm["findVma"]>>;
 export const PAGE_SIZE = 4096;
 /** Bytes of a PMD (a huge page, and the span of one leaf directory). */
 export const PMD_SIZE = 2 * 1024 * 1024;
+
+/** What a mirror needs of the device that owns it (SharedMirror implements it). */
+export interface MirrorHost {
+  readonly core: HmmCore;
+  readonly device: Device;
+  readonly ownerId: number;
+  readonly counters: LegacyCounters;
+  /** The driver's update for a device fault event on [start, end). */
+  update(mirror: FaultMirror, start: number, end: number, write: boolean): number;
+}
+
+/** What hmm_mirror_fault needs of a mirror (HmmMirror implements it). */
+export interface FaultMirror {
+  hmm: { readonly mm: Mm } | null;
+  active: HmmPtIter | null;
+  cpuFaultOnly: boolean;
+  readonly device: MirrorHost;
+  iter(): HmmPtIter;
+}

@@ -1,4 +1,12 @@
-import { createHmm, HMM_API_VERSION, HmmError, PluginError, TOKENS } from "@hmmkit/core";
+import {
+  createHmm,
+  type DeviceContext,
+  HMM_API_VERSION,
+  type HmmCore,
+  HmmError,
+  PluginError,
+  TOKENS,
+} from "@hmmkit/core";
 import { inject, injectable } from "tsyringe";
 import { describe, expect, it } from "vitest";
 import {
@@ -99,9 +107,9 @@ describe("attaching shared-mirror plugins", () => {
     class ConfigReadingFakeDriver extends HmmPtReadingFakeDriver {
       readonly seenConfig: Record<string, unknown>;
       constructor(
-        @inject(TOKENS.DeviceContext) ctx: never,
-        @inject(LEGACY_TOKENS.SharedMirror) sm: never,
-        @inject(TOKENS.HmmCore) c: never,
+        @inject(TOKENS.DeviceContext) ctx: DeviceContext,
+        @inject(LEGACY_TOKENS.SharedMirror) sm: SharedMirror,
+        @inject(TOKENS.HmmCore) c: HmmCore,
         @inject(TOKENS.DeviceConfig) config: Record<string, unknown>,
       ) {
         super(ctx, sm, c);

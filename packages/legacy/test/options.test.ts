@@ -49,7 +49,7 @@ describe("options", () => {
         expect(sms[0].stats().entriesWritten).toBe(8 * 512);
         // Invalidation still reaches every device's driver.
         proc.mm.madvise(va, PAGE, MADV_DONTNEED);
-        for (const sm of sms) expect((sm.driver as { updates: unknown[] }).updates.length).toBe(2);
+        for (const sm of sms) expect((sm.driver as unknown as { updates: unknown[] }).updates.length).toBe(2);
       }
     }
     const tree = 8 * HMM_PT_DIRECTORY_BYTES + 2 * HMM_PT_DIRECTORY_BYTES + HMM_PT_PGD_BYTES;
