@@ -94,6 +94,22 @@ describe("runWorkload: the digest", () => {
     }
   });
 
+  it("the digest does not depend on how memory is backed: no zero page, or THP off", () => {
+    const spec = "thp:size=4MiB,write=0.5,cpu=0.2";
+    const base = runWorkload({ spec, plugin: mapMirrorPlugin, device: DEVICE });
+    const noZero = runWorkload({
+      spec,
+      plugin: mapMirrorPlugin,
+      device: DEVICE,
+      machine: { zeroPage: false },
+    });
+    const noThp = runWorkload({ spec, plugin: mapMirrorPlugin, device: DEVICE, machine: { thp: "never" } });
+    expect(base.cpuStats.faultThp).toBeGreaterThan(0);
+    expect(noThp.cpuStats.faultThp).toBe(0);
+    expect(noZero.digest).toBe(base.digest);
+    expect(noThp.digest).toBe(base.digest);
+  });
+
   it("a fork's digest covers the parent and the child", () => {
     const r = runWorkload({ spec: SPECS.fork, plugin: mapMirrorPlugin, device: DEVICE });
     const [parent, child] = r.digest.split("+");
@@ -148,6 +164,30 @@ describe("runWorkload: the report", () => {
     expect(whole.deviceStats.faultBatches).toBe(1);
     expect(waved.deviceStats.faultBatches).toBe(8);
     expect(waved.digest).toBe(whole.digest);
+  });
+
+  it("coherence is checked at every phase end, once at the end, or not at all, as asked", () => {
+    const spec = "stream:size=256KiB,passes=3";
+    const at = (coherence: "phases" | "end" | "off") =>
+      runWorkload({ spec, plugin: mapMirrorPlugin, device: DEVICE, coherence }).checks.coherence;
+    expect(at("phases").checks).toBe(4);
+    expect(at("end")).toMatchObject({ checks: 1, pages: 64 });
+    expect(at("off")).toMatchObject({ checks: 0, pages: 0 });
+  });
+
+  it("hmm passes the core's config and cost options through (the cost model's constants)", () => {
+    const spec = "stream:size=256KiB";
+    const free = runWorkload({
+      spec,
+      plugin: mapMirrorPlugin,
+      device: DEVICE,
+      hmm: { cost: { overrides: { faultServiceUs: 0 } } },
+    });
+    const paid = runWorkload({ spec, plugin: mapMirrorPlugin, device: DEVICE });
+    expect(free.simulatedTerms.faultService).toBe(0);
+    expect(paid.simulatedTerms.faultService).toBeGreaterThan(0);
+    expect(free.simulatedNs).toBeLessThan(paid.simulatedNs);
+    expect(free.digest).toBe(paid.digest);
   });
 
   it("an attach hook adds the device itself", () => {
