@@ -16,6 +16,7 @@ import {
 } from "@hmmkit/mm";
 import { addFaultCases, FAULT_CASES } from "./fault-bench.js";
 import { Bench, fmtRate, type Measurement, rate } from "./harness.js";
+import { addIotlbCases, IOTLB_CASES } from "./iotlb-bench.js";
 import { addThpMigrationCases, THP_MIGRATION_CASES } from "./thp-migration-bench.js";
 import { addVmaCase, buildVmas, VMA_OPS_PER_CALL } from "./vma-bench.js";
 
@@ -182,6 +183,9 @@ addFaultCases(bench);
 // ---- THP migration round trips (issue: core, device-private THP) --------------------------------
 addThpMigrationCases(bench);
 
+// ---- the device access path through the iotlb driver's TLB (issue: devices) ----------------------
+const iotlbWarm = addIotlbCases(bench);
+
 // ---- VMA operations at 10k..100k mappings (issue: mm) ----------------------------------------------
 // No baseline loop: the per-op cost at 10,000 mappings is the reference for 40,000 and 100,000.
 const vmaCounts = (process.env.BENCH_VMA_COUNTS ?? "10000,40000,100000").split(",").map(Number);
@@ -201,6 +205,9 @@ row(faultPteWrite, scanCall);
 row(faultArr, scanCall);
 row(faultHuge, faultPteAgain, { min: 50, text: ">= 50x the 4 KiB-backed fault" });
 row(THP_MIGRATION_CASES.compound, THP_MIGRATION_CASES.split, { min: 2, text: ">= 2x the split round trip" });
+row(IOTLB_CASES.lookup, IOTLB_CASES.lookup);
+row(IOTLB_CASES.hits, IOTLB_CASES.lookup, { min: 0.3, text: ">= 0.3x the lookup loop" });
+console.log(`iotlb: page requests to warm the 1 GiB THP stream: ${iotlbWarm.faults}`);
 console.log(
   `mirrorPmd callbacks per 1 GiB THP fault: ${hugeCalls} (target <= 512: ${hugeCalls <= 512 ? "met" : "MISSED"})`,
 );

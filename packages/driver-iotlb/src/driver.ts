@@ -96,8 +96,9 @@ export class IotlbDriver implements HmmDriver {
 
   translate(mmId: number, va: number, write: boolean): number {
     const vpn = va / PAGE;
-    if (this.completions.pending !== 0) {
-      const slot = this.completions.take(mmId, vpn);
+    const c = this.completions;
+    if (c.pending !== 0) {
+      const slot = c.take(mmId, vpn);
       if (slot !== NOT_HELD) return this.complete(mmId, vpn, write, slot);
     }
     return this.tlb.lookup(mmId, vpn, write);
@@ -228,8 +229,7 @@ export class IotlbDriver implements HmmDriver {
         continue;
       }
       if (err === TRY_AGAIN) continue;
-      for (let p = 0; p < g.pages; p++) {
-        if (g.pageWindow[p] !== w) continue;
+      for (let p = g.windowFirstPage[w]; p >= 0; p = g.pageNext[p]) {
         // A one-page window already was this page's fault: reuse its error.
         const known = window === 1 || mm === undefined ? err : 0;
         if (!(yield* this.faultPage(dev, mm, p, known))) return;
@@ -319,15 +319,10 @@ export class IotlbDriver implements HmmDriver {
   private heldAlready(w: number): boolean {
     const g = this.grouping;
     const mmId = g.windowMm[w];
-    for (let p = 0; p < g.pages; p++)
-      if (
-        g.pageWindow[p] === w &&
-        this.tlb.peek(mmId, g.pageVpn[p], (g.pageAccess[p] & PAGE_WRITE) !== 0) === MISS
-      )
-        return false;
+    for (let p = g.windowFirstPage[w]; p >= 0; p = g.pageNext[p])
+      if (this.tlb.peek(mmId, g.pageVpn[p], (g.pageAccess[p] & PAGE_WRITE) !== 0) === MISS) return false;
     const t = this.tlb;
-    for (let p = 0; p < g.pages; p++) {
-      if (g.pageWindow[p] !== w) continue;
+    for (let p = g.windowFirstPage[w]; p >= 0; p = g.pageNext[p]) {
       const vpn = g.pageVpn[p];
       const e = t.find(mmId, vpn);
       const f = t.flags[e];
@@ -344,7 +339,7 @@ export class IotlbDriver implements HmmDriver {
     if (w < 0) mark[0] = 1;
     else {
       const g = this.grouping;
-      for (let p = 0; p < g.pages; p++) if (g.pageWindow[p] === w) mark[g.pageVpn[p] - first] = 1;
+      for (let p = g.windowFirstPage[w]; p >= 0; p = g.pageNext[p]) mark[g.pageVpn[p] - first] = 1;
     }
     this.winMm = mmId;
     this.winFirst = first;

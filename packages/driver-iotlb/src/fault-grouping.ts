@@ -22,6 +22,8 @@ export class FaultGrouping {
   /** Per page, once serviced: index in CANCEL_ERRNOS of the error of its read and its write (0: none). */
   readError: Uint8Array;
   writeError: Uint8Array;
+  /** Per page: the next page of its window (-1 at the end), so a window's pages are a list. */
+  pageNext: Int32Array;
   /** Per batch entry: its page. */
   entryPage: Int32Array;
   /** Distinct windows. */
@@ -31,6 +33,9 @@ export class FaultGrouping {
   windowVpn: Float64Array;
   windowWrite: Uint8Array;
   windowFaulting: Int32Array;
+  /** Per window: its first and last page (the list through pageNext, in arrival order). */
+  windowFirstPage: Int32Array;
+  windowLastPage: Int32Array;
 
   constructor(capacity: number) {
     this.pageMm = new Int32Array(capacity);
@@ -39,11 +44,14 @@ export class FaultGrouping {
     this.pageWindow = new Int32Array(capacity);
     this.readError = new Uint8Array(capacity);
     this.writeError = new Uint8Array(capacity);
+    this.pageNext = new Int32Array(capacity);
     this.entryPage = new Int32Array(capacity);
     this.windowMm = new Int32Array(capacity);
     this.windowVpn = new Float64Array(capacity);
     this.windowWrite = new Uint8Array(capacity);
     this.windowFaulting = new Int32Array(capacity);
+    this.windowFirstPage = new Int32Array(capacity);
+    this.windowLastPage = new Int32Array(capacity);
   }
 
   /** Entries this grouping can hold. */
@@ -90,7 +98,10 @@ export class FaultGrouping {
       this.windowVpn[w] = first;
       this.windowWrite[w] = 0;
       this.windowFaulting[w] = 0;
-    }
+      this.windowFirstPage[w] = p;
+    } else this.pageNext[this.windowLastPage[w]] = p;
+    this.windowLastPage[w] = p;
+    this.pageNext[p] = -1;
     this.windowFaulting[w]++;
     this.pageWindow[p] = w;
     return p;

@@ -71,6 +71,17 @@ export class DeviceTlb {
   private huge = 0;
   /** Fills that replaced a valid entry (capacity and conflict misses to come). */
   replacements = 0;
+  // The last entry hit, as a one-entry level-0 TLB in front of the sets (streams hit one entry
+  // many times in a row, a 2 MiB entry 512 times): its address space (-1: none), first page,
+  // pages, frame and flags. A hit there leaves the LRU tick alone and keeps LRU exact: the L0
+  // entry is always the most recently used one (a hit on any other entry replaces it, and every
+  // fill clears it), so its recorded tick orders it right against all the others.
+  private l0Mm = -1;
+  private l0First = 0;
+  private l0Pages = 0;
+  private l0Pfn = 0;
+  private l0Flags = 0;
+  private l0Entry = -1;
 
   constructor(entries: number, ways: number) {
     this.entries = entries;
@@ -108,6 +119,12 @@ export class DeviceTlb {
    * makes the entry the most recently used of its set. Allocates nothing.
    */
   lookup(mmId: number, vpn: number, write: boolean): number {
+    const off = vpn - this.l0First;
+    if (mmId === this.l0Mm && off >= 0 && off < this.l0Pages) {
+      const f = this.l0Flags;
+      if (write && (f & WRITE) === 0) return MISS;
+      return f & DEVICE ? -2 - (this.l0Pfn + off) : this.l0Pfn + off;
+    }
     const vp = this.vpn;
     const mmArr = this.mm;
     const fl = this.flags;
@@ -120,6 +137,7 @@ export class DeviceTlb {
         const f = fl[e];
         if (write && (f & WRITE) === 0) return MISS;
         this.lru[e] = ++this.tick;
+        this.setL0(e, mmId, vpn, 1);
         return f & DEVICE ? -2 - this.pfn[e] : this.pfn[e];
       }
     }
@@ -133,10 +151,20 @@ export class DeviceTlb {
         const f = fl[e];
         if (write && (f & WRITE) === 0) return MISS;
         this.lru[e] = ++this.tick;
+        this.setL0(e, mmId, hvpn, HUGE_PAGES);
         return f & DEVICE ? -2 - (this.pfn[e] + sub) : this.pfn[e] + sub;
       }
     }
     return MISS;
+  }
+
+  private setL0(e: number, mmId: number, first: number, pages: number): void {
+    this.l0Entry = e;
+    this.l0Mm = mmId;
+    this.l0First = first;
+    this.l0Pages = pages;
+    this.l0Pfn = this.pfn[e];
+    this.l0Flags = this.flags[e];
   }
 
   /** {@link lookup} without making the entry the most recently used (inspection, fault handling). */
@@ -233,6 +261,7 @@ export class DeviceTlb {
       }
     }
     const victim = same >= 0 ? same : empty >= 0 ? empty : oldestWay;
+    this.l0Mm = -1;
     if (victim === oldestWay) {
       this.replacements++;
       this.clear(victim);
@@ -254,6 +283,7 @@ export class DeviceTlb {
   }
 
   private clear(e: number): void {
+    if (e === this.l0Entry) this.l0Mm = -1;
     if (this.flags[e] & HUGE) this.huge--;
     this.flags[e] = 0;
     this.vpn[e] = -1;

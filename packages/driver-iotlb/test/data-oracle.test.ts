@@ -29,7 +29,7 @@ function pick(rand: () => number, n: number, max: number, taken: Set<number>): n
 
 describe("every iotlb device read equals the shadow of the writes", () => {
   it.each(["bytes", "tag"] as const)(
-    "CPU writes, MADV_DONTNEED and device reads, writes and atomics interleaved by a seeded scheduler (%s content)",
+    "CPU writes, MADV_DONTNEED and device reads, writes and atomics interleaved by a seeded scheduler, and a fork (%s content)",
     (contentMode) => {
       const sys = makeSystem({ contentMode });
       const p = sys.machine.createProcess();
@@ -46,6 +46,22 @@ describe("every iotlb device read equals the shadow of the writes", () => {
       const rand = prng(SEED);
       let stamp = 1;
       let checkedReads = 0;
+      /** Fork: the device reads the child's copy, the child's writes stay the child's. */
+      const forkRound = (round: number): number => {
+        const child = p.fork();
+        const acc = new DeviceAccesses();
+        for (const va of pages) acc.read(va);
+        const cs = stamp++;
+        child.writeStamp(pages[0], PAGE, cs);
+        sys.core.runDevice(dev, child.mm, acc);
+        for (let k = 0; k < pages.length; k++)
+          expect(acc.seen[k], `fork in round ${round}: child page ${k}`).toBe(
+            k === 0 ? stampToken(cs) : shadow.get(pages[k]),
+          );
+        expectCoherent(sys.core, dev);
+        child.exit();
+        return pages.length;
+      };
       for (let round = 0; round < ROUNDS; round++) {
         const taken = new Set<number>();
         const devPages = pick(rand, 24, pages.length, taken);
@@ -84,6 +100,7 @@ describe("every iotlb device read equals the shadow of the writes", () => {
           checkedReads++;
         }
         expectCoherent(sys.core, dev);
+        if (round === ROUNDS / 2) checkedReads += forkRound(round);
       }
       expect(checkedReads).toBeGreaterThan(ROUNDS * 8);
       // The CPU sees every write, the device's included.

@@ -37,6 +37,25 @@ describe("DeviceTlb: a set-associative TLB with LRU replacement", () => {
     expect(t.used).toBe(3);
   });
 
+  it("hits served by the last-entry cache count for LRU like any other hit", () => {
+    const t = new DeviceTlb(4, 2);
+    t.fill(1, 0, 100, 0);
+    t.fill(1, 2, 102, 0);
+    expect(t.lookup(1, 2, false)).toBe(102);
+    // Page 0 three times: the first through its set, then from the last-entry cache.
+    for (let i = 0; i < 3; i++) expect(t.lookup(1, 0, false)).toBe(100);
+    t.fill(1, 4, 104, 0); // page 2 is the least recently used of set 0
+    expect(t.lookup(1, 2, false)).toBe(TRANSLATE_MISS);
+    expect(t.lookup(1, 0, false)).toBe(100);
+    // A 2 MiB entry hit 512 times in a row, then replaced: no stale translation survives it.
+    const h = new DeviceTlb(2, 1);
+    h.fillHuge(1, 512, 5000, 0);
+    for (let v = 512; v < 1024; v++) expect(h.lookup(1, v, false)).toBe(5000 + v - 512);
+    h.fillHuge(1, 1536, 9000, 0); // same set (direct mapped, 2 sets): replaces it
+    expect(h.lookup(1, 600, false)).toBe(TRANSLATE_MISS);
+    expect(h.lookup(1, 1537, false)).toBe(9001);
+  });
+
   it("keys entries by address space, and a read-only entry misses for a write", () => {
     const t = new DeviceTlb(8, 2);
     t.fill(1, 5, 50, 0);
