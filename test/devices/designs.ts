@@ -3,6 +3,7 @@
  * its device config, or an attach hook), and small specs of every workload kind.
  */
 import iotlb from "@hmmkit/driver-iotlb";
+import { legacyAttach } from "@hmmkit/driver-legacy";
 import type { RunWorkloadOptions, WorkloadKind } from "@hmmkit/workloads";
 import { mapMirrorPlugin, migratingPlugin } from "../../packages/workloads/test/fakes.js";
 
@@ -44,6 +45,11 @@ export const DESIGNS: readonly Design[] = [
     name: "migrating-fake",
     real: false,
     options: { plugin: migratingPlugin, device: { memoryPages: MEMORY_PAGES } },
+  },
+  {
+    name: "legacy (HMM v12 shared mirror)",
+    real: true,
+    options: { attach: legacyAttach({ memoryPages: MEMORY_PAGES }) },
   },
 ];
 

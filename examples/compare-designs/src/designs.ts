@@ -3,6 +3,7 @@
  * the same device memory, so `oversub` oversubscribes them alike.
  */
 import iotlb from "@hmmkit/driver-iotlb";
+import { legacyAttach } from "@hmmkit/driver-legacy";
 import type { RunWorkloadOptions } from "@hmmkit/workloads";
 
 /** One design: a driver (and its settings) under a short name. */
@@ -27,5 +28,11 @@ export const DESIGNS: readonly Design[] = [
     name: "iotlb-odp",
     description: "the same TLB faulting an aligned 16-page window per miss (RDMA ODP prefetch)",
     options: { plugin: iotlb, device: { memoryPages: DEVICE_MEMORY_PAGES, faultWindow: 16 } },
+  },
+  {
+    name: "legacy",
+    description:
+      "HMM v12's shared mirror: hmm_pt filled by hmm_mirror_fault, the driver's own table programmed from it",
+    options: { attach: legacyAttach({ memoryPages: DEVICE_MEMORY_PAGES }) },
   },
 ];

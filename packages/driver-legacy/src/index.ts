@@ -1,5 +1,5 @@
 import "reflect-metadata";
-import type { DeviceConfig, HmmCore } from "@hmmkit/core";
+import type { Device, DeviceConfig, HmmCore, HmmSystem } from "@hmmkit/core";
 import { type AttachedSharedMirror, attachSharedMirror, type LegacyOptions } from "@hmmkit/legacy";
 import { legacyPlugin } from "./driver.js";
 
@@ -17,4 +17,15 @@ export function attachLegacy(
   options?: Partial<LegacyOptions>,
 ): AttachedSharedMirror {
   return attachSharedMirror(core, legacyPlugin, config, options, "@hmmkit/driver-legacy");
+}
+
+/**
+ * A runWorkload `attach` hook (@hmmkit/workloads): attaches a legacy device to the system's core
+ * and returns the core's device. `config.name` defaults to "dev0".
+ */
+export function legacyAttach(
+  config: Partial<DeviceConfig> = {},
+  options?: Partial<LegacyOptions>,
+): (system: HmmSystem) => Device {
+  return (system) => attachLegacy(system.core, { name: "dev0", ...config }, options).device;
 }

@@ -23,6 +23,8 @@ interface Walk {
   addr: number;
   /** The lowest address it filled (a huge PMD is filled from its start). */
   from: number;
+  /** The end of what it filled (a huge PMD to its end). */
+  to: number;
 }
 
 /**
@@ -74,8 +76,8 @@ export function* hmmMirrorFaultSteps(
       } finally {
         mirror.active = null;
       }
-      if (w.addr > w.from) {
-        const r = sm.update(mirror, w.from, w.addr, write);
+      if (w.to > w.from) {
+        const r = sm.update(mirror, w.from, w.to, write);
         if (r !== 0) return r;
       }
       if (w.ret === -ENOENT) {
@@ -114,6 +116,7 @@ function* walkRange(mirror: FaultMirror, addr: number, end: number, write: boole
   const owner = sm.ownerId;
   let a = addr;
   let from = addr;
+  let to = addr;
   while (a < end) {
     const pmdStart = a - (a % PMD_SIZE);
     const chunkEnd = Math.min(end, pmdStart + PMD_SIZE);
@@ -122,16 +125,21 @@ function* walkRange(mirror: FaultMirror, addr: number, end: number, write: boole
     if (f0 & HMM_PFN_VALID && hmmPfnToMapOrder(f0) === 9) {
       // hmm_mirror_fault_hpmd: pmd_lock, and the PMD must still be huge (else -EAGAIN).
       yield "legacy:pmd-lock";
-      if (mirror.hmm === null) return { ret: -ENODEV, addr: a, from };
+      if (mirror.hmm === null) return { ret: -ENODEV, addr: a, from, to: Math.max(to, a) };
       const now = snapshotRange(mm, owner, a, a + PAGE_SIZE).flags[0];
-      if (!(now & HMM_PFN_VALID) || hmmPfnToMapOrder(now) !== 9) return { ret: -EAGAIN, addr: a, from };
+      if (!(now & HMM_PFN_VALID) || hmmPfnToMapOrder(now) !== 9)
+        return { ret: -EAGAIN, addr: a, from, to: Math.max(to, a) };
       // A write fault on a read-only huge PMD: -ENOENT (the CPU write fault comes next).
-      if (write && !(now & HMM_PFN_WRITE)) return { ret: -ENOENT, addr: a, from };
-      // "Just fault in the whole PMD": from the PMD's start, even when the fault began mid-PMD.
-      const r = yield* fillThroughCore(mirror, pmdStart, pmdStart + PMD_SIZE, write);
-      if (r !== 0) return { ret: r, addr: a, from };
+      if (write && !(now & HMM_PFN_WRITE)) return { ret: -ENOENT, addr: a, from, to: Math.max(to, a) };
+      // "Just fault in the whole PMD": the core reports a huge PMD whole (mirrorPmd: all 512
+      // entries from the PMD's start) even when the fault began mid-PMD. Only the requested part
+      // is asked for, so that a PMD split meanwhile (v12 would see -EAGAIN) makes no CPU fault,
+      // least of all a write fault, outside what the device asked for.
+      const r = yield* fillThroughCore(mirror, a, chunkEnd, write);
+      if (r !== 0) return { ret: r, addr: a, from, to: Math.max(to, a) };
       if (pmdStart < from) from = pmdStart;
-      a = pmdStart + PMD_SIZE;
+      a = chunkEnd;
+      to = pmdStart + PMD_SIZE;
     } else {
       // hmm_mirror_fault_pmd over page entries: fill up to the first entry that is not present
       // (none, swap, another device's page, PROT_NONE: never populated) or, for a write fault,
@@ -145,14 +153,15 @@ function* walkRange(mirror: FaultMirror, addr: number, end: number, write: boole
       }
       if (good > 0) {
         const r = yield* fillThroughCore(mirror, a, a + good * PAGE_SIZE, write);
-        if (r !== 0) return { ret: r, addr: a, from };
+        if (r !== 0) return { ret: r, addr: a, from, to: Math.max(to, a) };
       }
-      if (good < n) return { ret: -ENOENT, addr: a + good * PAGE_SIZE, from };
+      if (good < n)
+        return { ret: -ENOENT, addr: a + good * PAGE_SIZE, from, to: Math.max(to, a + good * PAGE_SIZE) };
       a = chunkEnd;
     }
     if (a < end) yield "legacy:next-pmd";
   }
-  return { ret: 0, addr: a, from };
+  return { ret: 0, addr: a, from, to: Math.max(to, a) };
 }
 
 /**
