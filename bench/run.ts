@@ -17,6 +17,7 @@ import {
 import { addFaultCases, FAULT_CASES } from "./fault-bench.js";
 import { Bench, fmtRate, type Measurement, rate } from "./harness.js";
 import { addIotlbCases, IOTLB_CASES } from "./iotlb-bench.js";
+import { addLegacyCases, LEGACY_CASES } from "./legacy-bench.js";
 import { addThpMigrationCases, THP_MIGRATION_CASES } from "./thp-migration-bench.js";
 import { addVmaCase, buildVmas, VMA_OPS_PER_CALL } from "./vma-bench.js";
 
@@ -182,6 +183,7 @@ addFaultCases(bench);
 
 // ---- THP migration round trips (issue: core, device-private THP) --------------------------------
 addThpMigrationCases(bench);
+addLegacyCases(bench, core, mm, small, huge);
 
 // ---- the device access path through the iotlb driver's TLB (issue: devices) ----------------------
 const iotlbWarm = addIotlbCases(bench);
@@ -208,6 +210,11 @@ row(THP_MIGRATION_CASES.compound, THP_MIGRATION_CASES.split, { min: 2, text: ">=
 row(IOTLB_CASES.lookup, IOTLB_CASES.lookup);
 row(IOTLB_CASES.hits, IOTLB_CASES.lookup, { min: 0.3, text: ">= 0.3x the lookup loop" });
 console.log(`iotlb: page requests to warm the 1 GiB THP stream: ${iotlbWarm.faults}`);
+// HMM v12's shared mirror against per-PTE drivers on the same 1 GiB fault (bench/legacy-bench.ts).
+row(LEGACY_CASES.legacy, LEGACY_CASES.gpu);
+row(LEGACY_CASES.legacy, LEGACY_CASES.flat);
+row(LEGACY_CASES.gpu, LEGACY_CASES.flat);
+row(LEGACY_CASES.legacyHuge, LEGACY_CASES.gpuHuge);
 console.log(
   `mirrorPmd callbacks per 1 GiB THP fault: ${hugeCalls} (target <= 512: ${hugeCalls <= 512 ? "met" : "MISSED"})`,
 );

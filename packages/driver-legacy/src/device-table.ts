@@ -1,12 +1,9 @@
 import {
   HMM_PTE_VALID_DEV,
   HMM_PTE_VALID_MASK,
-  HMM_PTE_VALID_PFN,
   HMM_PTE_WRITE,
   HmmPt,
   HmmPtIter,
-  hmmPteHi,
-  hmmPteLo,
   hmmPtePfn,
 } from "@hmmkit/legacy";
 
@@ -54,20 +51,6 @@ export class DeviceTable {
     if ((lo & VALID_MASK) === 0 || (write && (lo & WRITE) === 0)) return -1;
     const frame = pt.hi[pos] * 0x100000 + (lo >>> 12);
     return lo & VALID_DEV ? -2 - frame : frame;
-  }
-
-  /**
-   * Program entries through walker `it` (positioned by `it.populate`): page `va` maps system pfn
-   * `frame` (or device frame, `device`), writable or not. Returns 1 if the entry was new.
-   */
-  static set(it: HmmPtIter, pos: number, frame: number, device: boolean, writable: boolean): number {
-    const pt = it.pt;
-    const was = pt.lo[pos] & VALID_MASK;
-    pt.lo[pos] = hmmPteLo(frame, (device ? VALID_DEV : HMM_PTE_VALID_PFN) | (writable ? WRITE : 0));
-    pt.hi[pos] = hmmPteHi(frame);
-    if (was) return 0;
-    it.ref();
-    return 1;
   }
 
   /**

@@ -12,12 +12,14 @@ import {
   HMM_PTE_DIRTY,
   HMM_PTE_VALID_DEV,
   HMM_PTE_VALID_MASK,
+  HMM_PTE_VALID_PFN,
   HMM_PTE_WRITE,
   HmmEtype,
   type HmmEvent,
   type HmmMirror,
   HmmPtIter,
-  hmmPtePfn,
+  hmmPteHi,
+  hmmPteLo,
   LEGACY_TOKENS,
   type SharedMirror,
   type SharedMirrorDriver,
@@ -27,6 +29,7 @@ import { DeviceTable } from "./device-table.js";
 
 const VALID_MASK = HMM_PTE_VALID_MASK;
 const VALID_DEV = HMM_PTE_VALID_DEV;
+const VALID_PFN = HMM_PTE_VALID_PFN;
 const WRITE = HMM_PTE_WRITE;
 const DIRTY = HMM_PTE_DIRTY;
 const PAGE = 4096;
@@ -87,32 +90,51 @@ export class LegacyDeviceDriver implements SharedMirrorDriver {
     return 0;
   }
 
-  /** Program [start, end) of the device table from the mirror's hmm_pt entries. */
+  /**
+   * Program [start, end) of the device table from the mirror's hmm_pt entries. The device table
+   * has hmm_pt's geometry, so each hmm_pt leaf maps onto one device-table leaf, walked in step.
+   */
   private program(mirror: HmmMirror, start: number, end: number, write: boolean): void {
     const t = this.table(mirror.mmId);
     const owner = this.ctx.ownerId;
     const src = mirror.iter();
     const dst = new HmmPtIter(t.pt);
     const mpt = mirror.pt;
+    const dpt = t.pt;
     try {
       let addr = start;
       while (addr < end) {
         let pos = src.walk(addr, end);
         if (pos < 0) break;
         const next = src.next;
-        for (let a = src.addr; a < next; a += PAGE, pos++) {
-          const lo = mpt.lo[pos];
+        let dpos = dst.populate(src.addr, next);
+        const mlo = mpt.lo;
+        const mhi = mpt.hi;
+        const dlo = dpt.lo;
+        const dhi = dpt.hi;
+        let fresh = 0;
+        dst.lock();
+        for (let a = src.addr; a < next; a += PAGE, pos++, dpos++) {
+          const lo = mlo[pos];
           if ((lo & VALID_MASK) === 0) continue;
-          const value = hmmPtePfn(lo, mpt.hi[pos]);
-          const dev = (lo & VALID_DEV) !== 0;
-          if (dev && deviceAddressOwner(value) !== owner) continue;
-          const writable = (lo & WRITE) !== 0;
+          let frame = mhi[pos] * 0x100000 + (lo >>> 12);
+          let kind = VALID_PFN;
+          if (lo & VALID_DEV) {
+            // Another device's memory (a shared tree) is not this device's to map.
+            if (deviceAddressOwner(frame) !== owner) continue;
+            frame = deviceAddressFrame(frame);
+            kind = VALID_DEV;
+          }
+          const writable = lo & WRITE;
           // The device cannot track its writes: pages it may write are dirty (hmm_pte_set_dirty,
           // no directory lock needed for the dirty bit).
-          if (write && writable) mpt.lo[pos] = (lo | DIRTY) >>> 0;
-          const dpos = dst.populate(a, a + PAGE);
-          DeviceTable.set(dst, dpos, dev ? deviceAddressFrame(value) : value, dev, writable);
+          if (write && writable) mlo[pos] = (lo | DIRTY) >>> 0;
+          if ((dlo[dpos] & VALID_MASK) === 0) fresh++;
+          dlo[dpos] = hmmPteLo(frame, kind | writable);
+          dhi[dpos] = hmmPteHi(frame);
         }
+        if (fresh > 0) dst.refN(fresh);
+        dst.unlock();
         addr = next;
       }
     } finally {

@@ -1,4 +1,6 @@
+import { HmmPtAssertionError } from "./errors.js";
 import { HMM_PT_ENTRIES, HMM_PT_LLEVEL, HMM_PT_SHIFT, HmmPt } from "./hmm-pt.js";
+import { HMM_PTE_DIRTY, HMM_PTE_DRIVER_MASK } from "./hmm-pte.js";
 
 const SPAN = HMM_PT_SHIFT.map((s) => 2 ** s);
 const LEAF_SPAN = SPAN[HMM_PT_LLEVEL - 1];
@@ -137,6 +139,11 @@ export class HmmPtIter {
     this.pt.ref(this.ptd[HMM_PT_LLEVEL - 1]);
   }
 
+  /** `n` entries just made valid in the current leaf (n hmm_pt_iter_directory_ref calls). */
+  refN(n: number): void {
+    this.pt.ref(this.ptd[HMM_PT_LLEVEL - 1], n);
+  }
+
   /** hmm_pt_iter_directory_unref: an entry of the current leaf was cleared. */
   unref(): void {
     this.pt.unref(this.ptd[HMM_PT_LLEVEL - 1]);
@@ -150,6 +157,26 @@ export class HmmPtIter {
   /** hmm_pt_iter_directory_unlock. */
   unlock(): void {
     this.pt.unlock(this.ptd[HMM_PT_LLEVEL - 1]);
+  }
+
+  /**
+   * Set (`on`) or clear flag `bits` of the entry at `pos` of the current leaf (hmm_pte_set_bit /
+   * hmm_pte_clear_bit). Any bit other than the dirty bit and the driver's private bits may only
+   * change under the directory lock (the comment of hmm_mirror_fault_hpmd): an assertion error
+   * otherwise.
+   */
+  changeFlags(pos: number, bits: number, on: boolean): void {
+    const pt = this.pt;
+    const leaf = this.ptd[HMM_PT_LLEVEL - 1];
+    if (leaf < 0 || Math.floor(pos / HMM_PT_ENTRIES) !== leaf)
+      throw new HmmPtAssertionError(
+        `hmm_pte flag change: entry ${pos} is not in the walker's current leaf directory`,
+      );
+    if (bits & ~(HMM_PTE_DIRTY | HMM_PTE_DRIVER_MASK) & 0xfff && !pt.locked[leaf])
+      throw new HmmPtAssertionError(
+        `hmm_pte flag change of 0x${bits.toString(16)} in directory #${leaf} (${pt.describe(leaf)}) without the directory lock: only the dirty bit and the driver's private bits may change unlocked`,
+      );
+    pt.lo[pos] = (on ? pt.lo[pos] | bits : pt.lo[pos] & ~bits) >>> 0;
   }
 
   /** hmm_pt_iter_fini: leave every directory still held (pruning those it was the last user of). */

@@ -255,12 +255,12 @@ export class HmmPt {
    * hmm_pt_directory_ref: one more valid entry in directory `d`. A zero count is illegal (BUG()):
    * whoever adds an entry is a walker inside the directory and holds a reference.
    */
-  ref(d: number): void {
+  ref(d: number, n = 1): void {
     if (this.count[d] <= 0 || this.state[d] !== LIVE)
       throw new HmmPtAssertionError(
         `hmm_pt_directory_ref: directory #${d} (level ${this.level[d]}, ${this.describe(d)}) has count ${this.count[d]}${this.state[d] === FREE ? " and is freed" : ""}: a reference may only be taken by a walker inside the directory, which holds one`,
       );
-    this.count[d]++;
+    this.count[d] += n;
   }
 
   /**

@@ -104,43 +104,53 @@ export class HmmMirror implements FaultMirror {
     const own = this.active;
     const it = own ?? this.iter();
     const pt = this.pt;
-    const stats = pt.stats;
     const ownerId = this.device.ownerId;
     const end = va + count * PAGE_SIZE;
     let addr = va;
     let i = 0;
+    let written = 0;
     try {
       while (addr < end) {
         let pos = it.populate(addr, end);
         const n = (it.next - addr) / PAGE_SIZE;
+        const lo = pt.lo;
+        const hi = pt.hi;
+        let fresh = 0;
         it.lock();
         try {
           for (let k = 0; k < n; k++, i++, pos++) {
             const f = huge >= 0 ? flags[flagsOff] : flags[flagsOff + i];
             const frame = huge >= 0 ? huge + i : pfns![pfnOff + i];
-            const dev = (f & PFN_DEVICE_PRIVATE) !== 0;
-            const a = dev ? deviceAddress(ownerId, frame) : frame;
-            const kind = dev ? VALID_DEV : VALID_PFN;
-            let lo = pt.lo[pos];
-            if ((lo & VALID_MASK) === 0) {
-              lo = hmmPteLo(a, kind);
-              pt.hi[pos] = hmmPteHi(a);
-              it.ref();
-              stats.entriesWritten++;
-            } else if ((lo & kind) === 0 || hmmPtePfn(lo, pt.hi[pos]) !== a) {
+            let a = frame;
+            let kind = VALID_PFN;
+            if (f & PFN_DEVICE_PRIVATE) {
+              a = deviceAddress(ownerId, frame);
+              kind = VALID_DEV;
+            }
+            let e = lo[pos];
+            if ((e & VALID_MASK) === 0) {
+              // hmm_pte_from_pfn; the leaf's count gains one per new entry (below, per leaf).
+              e = hmmPteLo(a, kind);
+              hi[pos] = hmmPteHi(a);
+              fresh++;
+            } else if ((e & kind) === 0 || hmmPtePfn(e, hi[pos]) !== a) {
               throw new HmmPtAssertionError(
-                `hmm_mirror_fault: hmm_pt entry of ${hex(addr + k * PAGE_SIZE)} in mm ${this.mmId} holds ${lo & VALID_DEV ? "device address" : "pfn"} ${hmmPtePfn(lo, pt.hi[pos])} but the CPU page table maps ${dev ? "device address" : "pfn"} ${a}: an invalidation did not clear it`,
+                `hmm_mirror_fault: hmm_pt entry of ${hex(addr + k * PAGE_SIZE)} in mm ${this.mmId} holds ${e & VALID_DEV ? "device address" : "pfn"} ${hmmPtePfn(e, hi[pos])} but the CPU page table maps ${kind === VALID_DEV ? "device address" : "pfn"} ${a}: an invalidation did not clear it`,
               );
             }
-            if (f & PFN_WRITE) lo |= WRITE;
-            pt.lo[pos] = lo >>> 0;
+            if (f & PFN_WRITE) e |= WRITE;
+            lo[pos] = e >>> 0;
           }
         } finally {
+          // hmm_pt_iter_directory_ref for each entry made valid, checked once per leaf.
+          if (fresh > 0) it.refN(fresh);
+          written += fresh;
           it.unlock();
         }
         addr = it.next;
       }
     } finally {
+      pt.stats.entriesWritten += written;
       if (own === null) it.fini();
     }
   }

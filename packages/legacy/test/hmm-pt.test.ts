@@ -3,7 +3,10 @@ import {
   HMM_PT_DIRECTORY_BYTES,
   HMM_PT_LLEVEL,
   HMM_PT_PGD_BYTES,
+  HMM_PTE_DIRTY,
+  HMM_PTE_HW_SHIFT,
   HMM_PTE_VALID_PFN,
+  HMM_PTE_WRITE,
   HmmPt,
   HmmPtAssertionError,
   HmmPtIter,
@@ -191,5 +194,25 @@ describe("hmm_pt directories and reference counts", () => {
     expect(pt.liveByLevel[3]).toBe(1);
     pt.flushDelayed();
     expect(pt.directories).toBe(0);
+  });
+});
+
+describe("the directory lock", () => {
+  it("serializes flag changes: clearing the write bit unlocked is an assertion error, the dirty bit and driver bits need no lock", () => {
+    const pt = new HmmPt();
+    const it = fill(pt, 0x40000000, 1);
+    const pos = it.lookup(0x40000000, 0x40001000);
+    expect(() => it.changeFlags(pos, HMM_PTE_WRITE, false)).toThrow(/without the directory lock/);
+    it.changeFlags(pos, HMM_PTE_DIRTY, true);
+    it.changeFlags(pos, 1 << HMM_PTE_HW_SHIFT, true);
+    expect(pt.lo[pos] & (HMM_PTE_DIRTY | (1 << HMM_PTE_HW_SHIFT))).toBe(
+      HMM_PTE_DIRTY | (1 << HMM_PTE_HW_SHIFT),
+    );
+    it.lock();
+    it.changeFlags(pos, HMM_PTE_WRITE, true);
+    it.unlock();
+    expect(pt.lo[pos] & HMM_PTE_WRITE).toBe(HMM_PTE_WRITE);
+    expect(pt.stats.lockAcquisitions).toBeGreaterThanOrEqual(2);
+    it.fini();
   });
 });
