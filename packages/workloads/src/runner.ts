@@ -42,9 +42,14 @@ export function runWorkload(options: RunWorkloadOptions): WorkloadReport {
   const spec = resolveWorkloadSpec(o.spec);
   const gen = GENERATORS[spec.kind];
   const seed = o.seed ?? 1;
-  const coreDefault =
-    (o.hmm?.config?.defaultDeviceMemoryPages as number | undefined) ?? CORE_DEFAULT_DEVICE_PAGES;
-  const guessPages = (o.device?.memoryPages as number | undefined) ?? coreDefault;
+  // Device memory before the device exists (oversub's size); a malformed value is left for the
+  // core to refuse with its own message when it adds the device.
+  const pagesOr = (v: unknown, d: number) =>
+    Number.isSafeInteger(v) && (v as number) > 0 ? (v as number) : d;
+  const guessPages = pagesOr(
+    o.device?.memoryPages,
+    pagesOr(o.hmm?.config?.defaultDeviceMemoryPages, CORE_DEFAULT_DEVICE_PAGES),
+  );
   const memoryBytes =
     o.machine?.memoryBytes ?? defaultMemoryBytes(gen.footprintPages(spec.params, guessPages));
   const hmmOptions: CreateHmmOptions = {

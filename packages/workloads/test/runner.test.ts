@@ -190,6 +190,19 @@ describe("runWorkload: the report", () => {
     expect(free.digest).toBe(paid.digest);
   });
 
+  it("random on a buffer whose every page goes to the CPU in a phase leaves the device idle there", () => {
+    // One page and cpu=0.9: in some of the 8 passes the page is the CPU's (the device's draw would never end).
+    const r = runWorkload({
+      spec: "random:size=4KiB,cpu=0.9,passes=8,accesses=16",
+      plugin: mapMirrorPlugin,
+      device: DEVICE,
+    });
+    expectClean(r);
+    expect(r.deviceStats.accesses).toBeLessThan(8 * 16);
+    expect(r.deviceStats.accesses).toBeGreaterThan(0);
+    expect(r.deviceStats.accesses % 16).toBe(0);
+  });
+
   it("an attach hook adds the device itself", () => {
     const r = runWorkload({
       spec: "stream:size=256KiB",
@@ -257,6 +270,13 @@ describe("runWorkload: options", () => {
       },
       "'machine.memoryBytes'",
       "needs up to 16384 frames",
+    );
+  });
+
+  it("a bad device config is refused by the core, naming the device key", () => {
+    bad(
+      { spec: "oversub", plugin: mapMirrorPlugin, device: { memoryPages: "lots" } },
+      "'memoryPages' must be",
     );
   });
 

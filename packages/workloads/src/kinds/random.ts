@@ -27,14 +27,17 @@ export const randomWorkload: WorkloadGenerator = {
       const ok = w.phase(`pass ${pass}`, (ph) => {
         const seed = w.seed;
         const isCpu = (i: number) => cpu > 0 && unit5(seed, ph.index, r.id, i, SALT_CPU) < cpu;
+        let devicePages = pages;
         if (cpu > 0)
           for (let i = 0; i < pages; i++) {
             if (!isCpu(i)) continue;
+            devicePages--;
             ph.cpuRead(r, i);
             if (unit5(seed, ph.index, r.id, i, SALT_CPU_WRITE) < write) ph.cpuWrite(r, i);
           }
         const rand = prng(hash5(seed, ph.index, r.id, 0, SALT_RANDOM));
-        for (let a = 0; a < p.accesses; a++) {
+        // A small buffer may leave the device no page in a phase: then it has nothing to access.
+        for (let a = 0; a < p.accesses && devicePages > 0; a++) {
           let i = Math.floor(rand() * pages);
           // The CPU's pages are left alone in this phase: draw again (cpu <= 0.9, so this ends).
           while (isCpu(i)) i = Math.floor(rand() * pages);
