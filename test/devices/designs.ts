@@ -2,10 +2,10 @@
  * The device designs the cross-package tests compare, each as runWorkload options (a plugin and
  * its device config, or an attach hook), and small specs of every workload kind.
  */
+import gpu from "@hmmkit/driver-gpu";
 import iotlb from "@hmmkit/driver-iotlb";
 import { legacyAttach } from "@hmmkit/driver-legacy";
 import type { RunWorkloadOptions, WorkloadKind } from "@hmmkit/workloads";
-import { mapMirrorPlugin, migratingPlugin } from "../../packages/workloads/test/fakes.js";
 
 /** One design under comparison. */
 export interface Design {
@@ -13,45 +13,41 @@ export interface Design {
   readonly name: string;
   /** The runWorkload options that attach it. */
   readonly options: Pick<RunWorkloadOptions, "plugin" | "device" | "attach">;
-  /** It is a real driver package (not a stand-in fake of the workloads package's tests). */
-  readonly real: boolean;
 }
 
 /** 256 pages (1 MiB) of device memory: small enough that oversub oversubscribes it. */
 const MEMORY_PAGES = 256;
 
 /**
- * What is compared: iotlb (default TLB, and a small TLB with an 8-page window and no huge
- * entries), against the workloads package's mirror-table fakes (one mapping system memory
- * remotely, one migrating every faulted page) standing in for a GPU-style driver with its own
- * mirror.
+ * What is compared: gpu (its own mirror table, first-touch migration into its memory, UVM-style
+ * prefetch and eviction), iotlb (no mirror table, never migrates; the default TLB, and a small
+ * one faulting 8-page windows with no huge entries) and legacy (HMM v12's shared mirror hmm_pt
+ * through @hmmkit/legacy, attached with the runner's attach hook).
  */
 export const DESIGNS: readonly Design[] = [
-  { name: "iotlb", real: true, options: { plugin: iotlb, device: { memoryPages: MEMORY_PAGES } } },
+  { name: "gpu", options: { plugin: gpu, device: { memoryPages: MEMORY_PAGES } } },
+  { name: "iotlb", options: { plugin: iotlb, device: { memoryPages: MEMORY_PAGES } } },
   {
     name: "iotlb (16 entries, 2 ways, window 8, no huge entries)",
-    real: true,
     options: {
       plugin: iotlb,
       device: { memoryPages: MEMORY_PAGES, tlbEntries: 16, tlbWays: 2, faultWindow: 8, hugeEntries: false },
     },
   },
   {
-    name: "map-mirror-fake",
-    real: false,
-    options: { plugin: mapMirrorPlugin, device: { memoryPages: MEMORY_PAGES } },
-  },
-  {
-    name: "migrating-fake",
-    real: false,
-    options: { plugin: migratingPlugin, device: { memoryPages: MEMORY_PAGES } },
-  },
-  {
-    name: "legacy (HMM v12 shared mirror)",
-    real: true,
-    options: { attach: legacyAttach({ memoryPages: MEMORY_PAGES }) },
+    name: "legacy",
+    options: {
+      attach: legacyAttach({ memoryPages: MEMORY_PAGES }),
+    },
   },
 ];
+
+/** The design called `name`. */
+export function design(name: string): Design {
+  const d = DESIGNS.find((x) => x.name === name);
+  if (d === undefined) throw new Error(`no design '${name}'`);
+  return d;
+}
 
 /** Small specs of every kind (a few hundred pages each). */
 export const SMALL_SPECS: Record<WorkloadKind, string> = {

@@ -13,7 +13,8 @@ const s = (r: WorkloadReport, k: string) => r.deviceStats[k] ?? 0;
 /** The rows, in order (labels are what the table prints). */
 export const ROWS: readonly RowDef[] = [
   { label: "device accesses", value: (r) => n(s(r, "accesses")) },
-  { label: "faults (page requests)", value: (r) => n(s(r, "deviceFaults")) },
+  { label: "device faults raised", value: (r) => n(s(r, "accessFaults")) },
+  { label: "deviceFault calls", value: (r) => n(s(r, "deviceFaults")) },
   { label: "fault batches", value: (r) => n(s(r, "faultBatches")) },
   { label: "per-PTE callbacks", value: (r) => n(s(r, "pteCallbacks")) },
   { label: "huge (PMD) callbacks", value: (r) => n(s(r, "pmdCallbacks")) },

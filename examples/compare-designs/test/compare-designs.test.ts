@@ -39,11 +39,16 @@ describe("compare-designs example", () => {
   });
 
   it("the runs behind the table are clean and agree, and the designs really differ", () => {
-    const c = compare(["random:size=512KiB,accesses=512"], ["iotlb", "iotlb-odp"], 3);
+    const c = compare(["random:size=512KiB,accesses=512"], ["gpu", "iotlb", "iotlb-odp", "legacy"], 3);
     expect(c.agree).toBe(true);
-    const [tlb, odp] = c.runs[0].reports;
-    expect(tlb.ok && odp.ok).toBe(true);
+    expect(c.designs).toEqual(["gpu", "iotlb", "iotlb-odp", "legacy"]);
+    const [gpuRun, tlb, odp, legacy] = c.runs[0].reports;
+    for (const r of c.runs[0].reports) expect(r.ok).toBe(true);
     expect(odp.digest).toBe(tlb.digest);
+    expect(gpuRun.digest).toBe(tlb.digest);
+    expect(legacy.digest).toBe(tlb.digest);
+    expect(gpuRun.deviceStats.migratedToDevice).toBeGreaterThan(0);
+    expect(tlb.deviceStats.migratedToDevice).toBe(0);
     expect(odp.deviceStats.deviceFaults).toBeLessThan(tlb.deviceStats.deviceFaults);
     expect(odp.deviceStats.prefetchedPages).toBeGreaterThan(0);
   });
