@@ -103,6 +103,13 @@ export class SharedMirrorClient implements HmmDriver {
       prot = vma === null ? 0 : (vma.readable ? 1 : 0) | (vma.writable ? 2 : 0);
     }
     const etype = hmmEtypeOf(event, prot);
+    // hmm_wait_device_fault: a device fault in progress over this range must back off (it
+    // restarts with -EAGAIN at its next PMD; the simulation cannot wait for it, the entries it
+    // filled are cleared below like any other).
+    if (m.active !== null && start < m.faultEnd && end > m.faultStart && !m.backoff) {
+      m.backoff = true;
+      sm.counters.backoffs++;
+    }
     sm.counters.updates++;
     const ret = this.drv.update(m, { start, end, etype });
     const migrateOwner = event === MmuNotifyEvent.MIGRATE && owner !== null ? owner : -1;

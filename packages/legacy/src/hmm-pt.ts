@@ -1,3 +1,4 @@
+import { DelayedPruneQueue } from "./delayed-prune.js";
 import { HmmPtAssertionError, hex } from "./errors.js";
 import { HMM_PDE_VALID } from "./hmm-pte.js";
 import { HmmPtStats } from "./stats.js";
@@ -80,19 +81,13 @@ export class HmmPt {
   state = new Uint8Array(0);
   /** Per directory: 1 while its lock is held. */
   locked = new Uint8Array(0);
-  /** Per directory: sequence number when it was queued for delayed pruning. */
-  private queuedSeq = new Int32Array(0);
   /** The root's lock (pt->lock). */
   rootLocked = false;
   private capacity = 0;
   private used = 0;
   private freeList: number[] = [];
-  /** Delayed-pruning queue: pairs (directory, sequence), oldest first. */
-  private queue = new Int32Array(64);
-  private qHead = 0;
-  private qTail = 0;
-  private qSeq = 0;
-  private queued = 0;
+  /** Directories waiting for delayed pruning, oldest first. */
+  private readonly delayed = new DelayedPruneQueue();
   /** Live directories per level (index 1..3), delayed ones included. */
   readonly liveByLevel = new Int32Array(4);
   /** Walks finished (hmm_pt_iter_fini), the clock of "re-allocated soon after pruning". */
@@ -128,7 +123,7 @@ export class HmmPt {
 
   /** Directories waiting in the delayed-pruning queue. */
   get delayedDirectories(): number {
-    return this.queued;
+    return this.delayed.size;
   }
 
   /** Index in `lo`/`hi` of entry `i` of directory `dir`. */
@@ -191,9 +186,7 @@ export class HmmPt {
     const locked = new Uint8Array(n);
     locked.set(this.locked);
     this.locked = locked;
-    const qs = new Int32Array(n);
-    qs.set(this.queuedSeq);
-    this.queuedSeq = qs;
+    this.delayed.reserve(n);
     this.capacity = n;
   }
 
@@ -240,7 +233,7 @@ export class HmmPt {
     if (this.state[d] === DELAYED) {
       this.state[d] = LIVE;
       this.count[d] = 1;
-      this.queued--;
+      this.delayed.remove(d);
       this.stats.directoriesRevived++;
       this.stats.walkerRefs++;
       return true;
@@ -316,38 +309,18 @@ export class HmmPt {
 
   private delay(d: number): void {
     this.state[d] = DELAYED;
-    this.queued++;
-    if (this.qTail + 2 > this.queue.length) {
-      const live = this.queue.subarray(this.qHead, this.qTail);
-      const q = new Int32Array(Math.max(64, live.length * 2 + 2));
-      q.set(live);
-      this.qTail -= this.qHead;
-      this.qHead = 0;
-      this.queue = q;
-    }
-    const seq = ++this.qSeq;
-    this.queuedSeq[d] = seq;
-    this.queue[this.qTail++] = d;
-    this.queue[this.qTail++] = seq;
-    while (this.queued > this.options.delayedPruning) this.pruneOldestDelayed();
+    this.delayed.push(d);
+    while (this.delayed.size > this.options.delayedPruning) this.pruneOldestDelayed();
   }
 
   private pruneOldestDelayed(): void {
-    while (this.qHead < this.qTail) {
-      const d = this.queue[this.qHead++];
-      const seq = this.queue[this.qHead++];
-      if (this.state[d] !== DELAYED || this.queuedSeq[d] !== seq) continue;
-      this.queued--;
-      this.prune(d, false);
-      return;
-    }
+    const d = this.delayed.popOldest();
+    if (d >= 0) this.prune(d, false);
   }
 
   /** Prune every directory waiting in the delayed-pruning queue (hmm_pt_fini, option changes). */
   flushDelayed(): void {
-    while (this.queued > 0) this.pruneOldestDelayed();
-    this.qHead = 0;
-    this.qTail = 0;
+    while (this.delayed.size > 0) this.pruneOldestDelayed();
   }
 
   /** Take directory `d`'s lock (hmm_pt_directory_lock); `d` < 0 is the root's lock. */
@@ -388,9 +361,7 @@ export class HmmPt {
     }
     this.lo.fill(0);
     this.hi.fill(0);
-    this.queued = 0;
-    this.qHead = 0;
-    this.qTail = 0;
+    this.delayed.clear();
   }
 
   /** "[start, end)" of directory `d`, for messages. */

@@ -69,6 +69,10 @@ export function* hmmMirrorFaultSteps(
       if (vma === null) return -EFAULT;
       const evEnd = Math.min(stop, vma.end);
       if (write && !vma.writable) return -EACCES;
+      // hmm_device_fault_start: the event is visible to invalidations from here on.
+      mirror.faultStart = addr;
+      mirror.faultEnd = evEnd;
+      mirror.backoff = false;
       mirror.active = it;
       let w: Walk;
       try {
@@ -91,7 +95,8 @@ export function* hmmMirrorFaultSteps(
       if (w.ret === -EAGAIN) {
         sm.counters.eagainRetries++;
         if (++retries > MAX_FAULT_RETRIES) return -EBUSY;
-        addr = w.addr;
+        // hmm_mirror_fault's `goto retry`: the event starts again from its start (entries
+        // already valid are found valid and skipped).
         yield "legacy:retry";
         continue;
       }
@@ -118,6 +123,8 @@ function* walkRange(mirror: FaultMirror, addr: number, end: number, write: boole
   let from = addr;
   let to = addr;
   while (a < end) {
+    // hmm_mirror_fault_pmd: "if (event->backoff) return -EAGAIN;"
+    if (mirror.backoff) return { ret: -EAGAIN, addr: a, from, to: Math.max(to, a) };
     const pmdStart = a - (a % PMD_SIZE);
     const chunkEnd = Math.min(end, pmdStart + PMD_SIZE);
     const look = snapshotRange(mm, owner, a, chunkEnd).flags;

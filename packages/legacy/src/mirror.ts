@@ -43,6 +43,11 @@ export class HmmMirror implements FaultMirror {
   active: HmmPtIter | null = null;
   /** During hmm_mm_fault: the core's reports are CPU faults only, not hmm_pt fills. */
   cpuFaultOnly = false;
+  /** The range of the fault event in progress (hmm->device_faults in v12). */
+  faultStart = 0;
+  faultEnd = 0;
+  /** event->backoff, set by an overlapping invalidation (hmm_wait_device_fault). */
+  backoff = false;
 
   constructor(
     readonly device: MirrorHost,

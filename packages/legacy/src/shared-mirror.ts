@@ -26,6 +26,7 @@ export class SharedMirror implements MirrorHost {
     enoentFaults: 0,
     eagainRetries: 0,
     updates: 0,
+    backoffs: 0,
     dirtyPages: 0,
     copyFromDeviceViaHmmPt: 0,
     copyFromDeviceUnmirrored: 0,

@@ -37,6 +37,8 @@ export interface LegacyStats extends Record<string, number> {
   eagainRetries: number;
   /** Driver update callbacks (invalidations and fault events). */
   updates: number;
+  /** Faults told to back off by an overlapping invalidation (event->backoff, then -EAGAIN). */
+  backoffs: number;
   /** Dirty page entries found when clearing (set_page_dirty on the CPU page in v12). */
   dirtyPages: number;
   /** CPU faults on device pages whose device address came from hmm_pt. */
@@ -59,6 +61,7 @@ export interface LegacyCounters {
   enoentFaults: number;
   eagainRetries: number;
   updates: number;
+  backoffs: number;
   dirtyPages: number;
   copyFromDeviceViaHmmPt: number;
   copyFromDeviceUnmirrored: number;

@@ -28,6 +28,11 @@ export interface FaultMirror {
   hmm: { readonly mm: Mm } | null;
   active: HmmPtIter | null;
   cpuFaultOnly: boolean;
+  /** The range of the fault event in progress (while `active` is set). */
+  faultStart: number;
+  faultEnd: number;
+  /** event->backoff: an invalidation overlapped the fault in progress; its walk must restart. */
+  backoff: boolean;
   readonly device: MirrorHost;
   iter(): HmmPtIter;
 }
