@@ -171,3 +171,20 @@ describe("the legacy driver", () => {
     expect(HmmEtype.HMM_DEVICE_WFAULT).toBe(5);
   });
 });
+
+describe("the legacy driver and fork", () => {
+  it("a device write to its own pages made read-only by fork brings them home and breaks COW; the child keeps the old data", () => {
+    const sys = system();
+    const { proc, core } = sys;
+    const { small } = layout(proc);
+    const { device } = attachLegacy(core);
+    core.migrateToDevice(device, proc, small, small + 8 * PAGE);
+    const child = proc.fork();
+    const acc = new DeviceAccesses();
+    for (let i = 0; i < 8; i++) acc.write(small + i * PAGE, 600 + i);
+    const res = core.runDevice(device, proc, acc);
+    expect(res.cancelled).toBe(0);
+    expect(proc.readPageHash(small + 3 * PAGE)).toBe(stampToken(603));
+    expect(child.readPageHash(small + 3 * PAGE)).toBe(stampToken(1003));
+  });
+});

@@ -186,12 +186,19 @@ function* fillThroughCore(mirror: FaultMirror, a: number, b: number, write: bool
   }
 }
 
-/** hmm_mm_fault: CPU faults over [a, b) (through the core, which reports nothing to hmm_pt here). */
+/**
+ * hmm_mm_fault: CPU faults over [a, b) (through the core, which reports nothing to hmm_pt here).
+ * The core never faults this device's own device-private pages; a write fault that finds some
+ * read-only (shared after fork) brings them home, as handle_mm_fault with FAULT_FLAG_WRITE on such
+ * an entry does (migrate_to_ram, then the COW break on the retry).
+ */
 function* cpuFault(mirror: FaultMirror, a: number, b: number, write: boolean): Steps<number> {
   const sm = mirror.device;
+  const mm = mirror.hmm!.mm;
   mirror.cpuFaultOnly = true;
   try {
-    yield* sm.core.deviceFaultSteps(sm.device, mirror.hmm!.mm, a, b, write);
+    const r = yield* sm.core.deviceFaultSteps(sm.device, mm, a, b, write);
+    if (write && r.reportedReadOnly > 0) yield* sm.core.migrateToRamSteps(sm.device, mm, a, b);
     return 0;
   } catch (e) {
     return faultErrno(e);
