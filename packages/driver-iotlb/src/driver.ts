@@ -202,8 +202,13 @@ export class IotlbDriver implements HmmDriver {
    * the core refuses (EFAULT past the end of the VMA or on PROT_NONE, EPERM for a write to a
    * read-only VMA; the pages before the error stay faulted, as hmm_range_fault leaves them) is
    * clipped by faulting its faulting pages one by one; a page refused on its own has its entries
-   * cancelled with the errno, as a PRI response of Invalid Request fails the stalled requests
-   * (a write refused with EPERM is retried as a read for the page's read entries).
+   * cancelled with the errno (a write refused with EPERM is retried as a read for the page's read
+   * entries). That is the kernel's page request path for an SVA device: iommu_sva_handle_mm
+   * (drivers/iommu/iommu-sva.c) answers IOMMU_PAGE_RESP_INVALID when the address has no VMA, the
+   * VMA does not allow the access, or handle_mm_fault fails (out of memory included), and the
+   * device fails the stalled requests. Each page here is its own page request group: within a
+   * group the kernel's errors are sticky (iommu_sva_handle_iopf stops at the first failure and
+   * fails the whole group), which would fail good pages with a bad neighbour.
    */
   *handleFaults(batch: DeviceFaultBatch): Generator<string, void, void> {
     const dev = this.self();

@@ -141,3 +141,23 @@ describe("iotlb fault handler: deduplication and cancellation", () => {
     expect(s.dev.stats.prefetchedPages).toBe(0);
   });
 });
+
+describe("iotlb fault handler: out of memory", () => {
+  it("a page the core cannot allocate is cancelled with ENOMEM; the device stays up and the rest complete", () => {
+    const sys = makeSystem({ memoryBytes: 4 * 1024 * 1024 });
+    const p = sys.machine.createProcess();
+    const base = mmapPrivate(p, 2048 * PAGE);
+    const { dev } = addIotlb(sys.core);
+    const acc = new DeviceAccesses();
+    for (let i = 0; i < 2048; i++) acc.write(base + i * PAGE, i + 1);
+    const r = sys.core.runDevice(dev, p.mm, acc);
+    expect(r.cancelled).toBeGreaterThan(0);
+    expect(r.completed).toBeGreaterThan(0);
+    expect(r.completed + r.cancelled).toBe(2048);
+    expect(new Set(r.errors.map((e) => e.errno))).toEqual(new Set(["ENOMEM"]));
+    expect(dev.state).toBe("active");
+    expectCoherent(sys.core, dev);
+    p.exit();
+    expect(sys.machine.usedFrames).toBe(0);
+  });
+});
