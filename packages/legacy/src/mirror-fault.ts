@@ -9,7 +9,7 @@ import {
   snapshotRange,
 } from "@hmmkit/core";
 import { EACCES, EAGAIN, EBUSY, EFAULT, EINVAL, ENODEV, ENOENT, ENOMEM, errnoOf } from "./errors.js";
-import { type FaultMirror, PAGE_SIZE, PMD_SIZE, type Vma } from "./types.js";
+import { type FaultMirror, PAGE_SIZE, PMD_SIZE } from "./types.js";
 
 /** Restarts (-EAGAIN) one fault may take before it gives up with -EBUSY (v12 loops without bound). */
 export const MAX_FAULT_RETRIES = 64;
@@ -63,7 +63,7 @@ export function* hmmMirrorFaultSteps(
   try {
     while (addr < stop) {
       // retry: (hmm_mirror_fault's label)
-      const hmm = mirror.hmm as { readonly mm: { findVma(va: number): Vma | null } } | null;
+      const hmm = mirror.hmm;
       if (hmm === null) return -ENODEV;
       const vma = hmm.mm.findVma(addr);
       if (vma === null) return -EFAULT;

@@ -1,4 +1,4 @@
-import type { Device, DeviceContext, HmmCore } from "@hmmkit/core";
+import { type Device, type DeviceContext, type HmmCore, HmmError } from "@hmmkit/core";
 import type { SharedMirrorDriver, SharedMirrorPlugin } from "./contract.js";
 import { HmmEtype } from "./etype.js";
 import { HmmPt } from "./hmm-pt.js";
@@ -58,7 +58,12 @@ export class SharedMirror implements MirrorHost {
     const m = this.mirrors.get(mmId);
     if (m !== undefined) return m;
     const mm = this.core.mmById(mmId);
-    if (mm === undefined) throw new Error(`no address space with id ${mmId}`);
+    if (mm === undefined)
+      throw new HmmError(
+        "ENOENT",
+        `SharedMirror.mirror: device ${this.context.name} has no mirror of address space ${String(mmId)}, and no live address space has that id`,
+        "BAD_ARGUMENT",
+      );
     return this.register(mm);
   }
 
@@ -67,7 +72,7 @@ export class SharedMirror implements MirrorHost {
    * replaced by a new one).
    */
   register(mmLike: Mm | { readonly mm: Mm }): HmmMirror {
-    const mm = "mm" in mmLike ? mmLike.mm : mmLike;
+    const mm = this.mmOf("register", mmLike);
     const old = this.mirrors.get(mm.id);
     if (old !== undefined && old.hmm !== null) return old;
     let pt: HmmPt;
@@ -92,9 +97,21 @@ export class SharedMirror implements MirrorHost {
 
   /** hmm_mirror_unregister: kill the mirror of `mm` (everything unmapped; later faults -ENODEV). */
   unregister(mmLike: Mm | { readonly mm: Mm }): void {
-    const mm = "mm" in mmLike ? mmLike.mm : mmLike;
+    const mm = this.mmOf("unregister", mmLike);
     const m = this.mirrors.get(mm.id);
     if (m !== undefined) this.kill(m, true);
+  }
+
+  /** The address space of `x` (an Mm or a Process of this core's machine), else HmmError EINVAL. */
+  private mmOf(op: string, x: unknown): Mm {
+    const mm = typeof x === "object" && x !== null && "mm" in x ? (x as { mm: unknown }).mm : x;
+    if (typeof mm !== "object" || mm === null || !this.core.machine.mms.has(mm as Mm))
+      throw new HmmError(
+        "EINVAL",
+        `SharedMirror.${op}: 'mm' must be a live address space (Mm or Process) of this core's machine, got ${mm === null ? "null" : typeof mm}`,
+        "BAD_ARGUMENT",
+      );
+    return mm as Mm;
   }
 
   /**

@@ -129,3 +129,14 @@ describe("attaching shared-mirror plugins", () => {
     expect(LEGACY_API_VERSION).toBe("12.0.0");
   });
 });
+
+describe("SharedMirror arguments", () => {
+  it("register and unregister refuse what is not a live address space of the core's machine, naming the operation", () => {
+    const { core } = createHmm();
+    const { mirror } = attachSharedMirror(core, fakeLegacyPlugin(HmmPtReadingFakeDriver), { name: "a0" });
+    const other = createHmm().machine.createProcess();
+    expect(() => mirror.register(other)).toThrow(/SharedMirror.register: 'mm' must be a live address space/);
+    expect(() => mirror.unregister(null as never)).toThrow(/SharedMirror.unregister/);
+    expect(() => mirror.mirror(12345)).toThrow(/no mirror of address space 12345/);
+  });
+});
