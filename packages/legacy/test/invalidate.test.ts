@@ -130,3 +130,18 @@ describe("invalidation of hmm_pt", () => {
     expect(s.mirror.pt.stats.entriesCleared).toBe(0);
   });
 });
+
+describe("unbinding", () => {
+  it("HmmCore.unbind kills the mirror (HMM_MUNMAP over everything, hmm_pt emptied); it stays detached until registered again", () => {
+    const s = setup();
+    s.core.unbind(s.dev, s.proc);
+    expect(s.drv.updates.at(-1)).toMatchObject({ etype: HmmEtype.HMM_MUNMAP, start: 0 });
+    expect(s.mirror.hmm).toBeNull();
+    expect(s.mirror.pt.directories).toBe(0);
+    expect(s.mirror.fault(s.va, s.va + PAGE, false)).toBe(-19);
+    const again = s.sm.register(s.proc.mm);
+    expect(again).not.toBe(s.mirror);
+    expect(again.fault(s.va, s.va + 16 * PAGE, false)).toBe(0);
+    expect(entryOf(again, s.va)!.lo & HMM_PTE_VALID_PFN).toBeTruthy();
+  });
+});
