@@ -2,6 +2,7 @@ import "reflect-metadata";
 
 export { MmuNotifyEvent } from "@hmmkit/mm";
 export { refuseInsideCallback } from "./callback-scope.js";
+export * from "./coherence.js";
 export * from "./container.js";
 export * from "./contract.js";
 export * from "./cost-model.js";
@@ -17,6 +18,7 @@ export {
 } from "./device-exec.js";
 export type { DeviceFaultResult } from "./device-fault.js";
 export * from "./device-memory.js";
+export { didYouMean } from "./did-you-mean.js";
 export * from "./dispatcher.js";
 export * from "./errors.js";
 export * from "./flags.js";

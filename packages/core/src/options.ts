@@ -8,6 +8,7 @@
 import { z } from "zod";
 import { describeValue } from "./check-args.js";
 import type { HmmPlugin } from "./contract.js";
+import { didYouMean } from "./did-you-mean.js";
 import { HmmError } from "./errors.js";
 
 /** Most device memory one device may have: 2^25 pages (128 GiB). */
@@ -131,34 +132,6 @@ function knownKeys(schema: AnySchema, path: readonly PropertyKey[]): string[] {
   let s = schemaAt(schema, path);
   while (s instanceof z.ZodOptional) s = s.unwrap() as AnySchema;
   return s instanceof z.ZodObject ? Object.keys(s.shape) : [];
-}
-
-/** Levenshtein distance of the lower-cased strings (typos: `memorypages`, `machne`). */
-function distance(a: string, b: string): number {
-  const x = a.toLowerCase();
-  const y = b.toLowerCase();
-  let prev = Array.from({ length: y.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= x.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= y.length; j++)
-      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x[i - 1] === y[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[y.length];
-}
-
-/** The known key `key` is probably a typo of, if any. */
-export function didYouMean(key: string, known: readonly string[]): string | null {
-  let best: string | null = null;
-  let bestD = Number.POSITIVE_INFINITY;
-  for (const k of known) {
-    const d = distance(key, k);
-    if (d < bestD) {
-      best = k;
-      bestD = d;
-    }
-  }
-  return best !== null && bestD <= Math.max(1, Math.floor(key.length / 4)) ? best : null;
 }
 
 function valueAt(value: unknown, path: readonly PropertyKey[]): unknown {

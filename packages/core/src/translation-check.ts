@@ -71,13 +71,13 @@ function staleWhy(
   const own = (kind === DEVICE_PRIVATE || kind === DEVICE_EXCLUSIVE) && entryOwner(flags) === ownerId;
   if (kind === PRESENT && (flags & PROTNONE) === 0) {
     if (r !== pfn)
-      return `translate(${hex(va)}, ${what}) gave ${got}, but the CPU maps system pfn ${pfn}: a stale translation`;
-    return `translate(${hex(va)}, write) allowed a write, but the CPU entry (pfn ${pfn}) is read-only: a stale or over-permissive translation`;
+      return `the device's ${what} translation of ${hex(va)} is ${got}, but the CPU maps system pfn ${pfn}: a stale translation`;
+    return `the device may write ${hex(va)}, but the CPU entry (pfn ${pfn}) is read-only: a stale or over-permissive translation`;
   }
   if (own) {
     if (r !== (kind === DEVICE_PRIVATE ? -2 - pfn : pfn))
-      return `translate(${hex(va)}, ${what}) gave ${got}, but the CPU entry is this device's ${kind === DEVICE_PRIVATE ? `device-private entry for device pfn ${pfn}` : `exclusive entry for system pfn ${pfn}`}: a stale translation`;
-    return `translate(${hex(va)}, write) allowed a write, but the CPU entry is read-only: a stale or over-permissive translation`;
+      return `the device's ${what} translation of ${hex(va)} is ${got}, but the CPU entry is this device's ${kind === DEVICE_PRIVATE ? `device-private entry for device pfn ${pfn}` : `exclusive entry for system pfn ${pfn}`}: a stale translation`;
+    return `the device may write ${hex(va)}, but the CPU entry is read-only: a stale or over-permissive translation`;
   }
-  return `translate(${hex(va)}, ${what}) gave ${got}, but the CPU page table has no ${kind === 0 ? "entry" : "entry this device may use"} there: a stale translation (it should have been dropped by invalidate)`;
+  return `the device's ${what} translation of ${hex(va)} is ${got}, but the CPU page table has no ${kind === 0 ? "entry" : "entry this device may use"} there: a stale translation (it should have been dropped by invalidate)`;
 }
