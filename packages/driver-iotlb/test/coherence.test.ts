@@ -104,4 +104,21 @@ describe("iotlb translations agree with the CPU page table", () => {
     expect(s.drv.tlb.used).toBe(0);
     expect(s.core.translations(s.dev)).toEqual([]);
   });
+  it("one TLB serves two address spaces: an invalidation in one leaves the other's entries", () => {
+    const s = setup();
+    const q = s.machine.createProcess();
+    const qbase = mmapPrivate(q, 32 * PAGE);
+    s.touchAll();
+    const acc = new DeviceAccesses();
+    for (let i = 0; i < 8; i++) acc.write(qbase + i * PAGE, 900 + i);
+    s.core.runDevice(s.dev, q.mm, acc);
+    const mine = () => s.core.translations(s.dev).filter((t) => t.mmId === q.mm.id).length;
+    expect(mine()).toBe(8);
+    s.p.mm.munmap(s.base, 32 * PAGE);
+    expect(mine()).toBe(8);
+    q.mm.mprotect(qbase, 4 * PAGE, PROT_READ);
+    expect(mine()).toBe(4);
+    expectCoherent(s.core, s.dev);
+    expect(q.readPageHash(qbase + 5 * PAGE)).toBe(stampToken(905));
+  });
 });

@@ -89,4 +89,21 @@ describe("iotlb huge entries", () => {
     expect(r.errors.map((e) => e.errno)).toEqual(["EPERM"]);
     expectCoherent(s.core, s.dev);
   });
+  it("with the core's pmdCallback off, a PMD reported page by page caches only the requested pages", () => {
+    const s = setup({ pmdCallback: false, faultWindow: 4 });
+    const acc = new DeviceAccesses();
+    acc.read(s.base + 9 * PAGE);
+    s.core.runDevice(s.dev, s.p.mm, acc);
+    // The core reported all 512 pages of the PMD (order 9); the TLB took the 4-page window.
+    expect(s.dev.stats.pteCallbacks).toBe(512);
+    expect(s.dev.stats.pmdCallbacks).toBe(0);
+    expect(s.core.translations(s.dev).map((t) => [(t.va - s.base) / PAGE, t.order])).toEqual([
+      [8, 0],
+      [9, 0],
+      [10, 0],
+      [11, 0],
+    ]);
+    expect(acc.seen[0]).toBe(s.p.readPageHash(s.base + 9 * PAGE));
+    expectCoherent(s.core, s.dev);
+  });
 });
