@@ -15,6 +15,7 @@ import {
   SEG_TABLE,
 } from "@hmmkit/mm";
 import { addFaultCases, FAULT_CASES } from "./fault-bench.js";
+import { addGpuCases, GPU_CASES, gpuSink } from "./gpu-bench.js";
 import { Bench, fmtRate, type Measurement, rate } from "./harness.js";
 import { addIotlbCases, IOTLB_CASES } from "./iotlb-bench.js";
 import { addLegacyCases, LEGACY_CASES } from "./legacy-bench.js";
@@ -187,6 +188,10 @@ addLegacyCases(bench, core, mm, small, huge);
 
 // ---- the device access path through the iotlb driver's TLB (issue: devices) ----------------------
 const iotlbWarm = addIotlbCases(bench);
+// ---- the gpu driver's hot paths (issue: driver-gpu) ---------------------------------------------
+// Baselines (bench/gpu-bench.ts): an Int32Array lookup loop summing one entry per page, and a
+// typed copy loop into a Float64Array, over the 262,144 pages of 1 GiB.
+const gpuMirror = addGpuCases(bench);
 
 // ---- VMA operations at 10k..100k mappings (issue: mm) ----------------------------------------------
 // No baseline loop: the per-op cost at 10,000 mappings is the reference for 40,000 and 100,000.
@@ -215,6 +220,30 @@ row(LEGACY_CASES.legacy, LEGACY_CASES.gpu);
 row(LEGACY_CASES.legacy, LEGACY_CASES.flat);
 row(LEGACY_CASES.gpu, LEGACY_CASES.flat);
 row(LEGACY_CASES.legacyHuge, LEGACY_CASES.gpuHuge);
+row(GPU_CASES.translate, GPU_CASES.lookupBase, { min: 0.3, text: ">= 0.3x the lookup loop" });
+row(GPU_CASES.runDevice, GPU_CASES.lookupBase);
+row(GPU_CASES.mirrorPte, GPU_CASES.copyBase, { min: 0.5, text: ">= 0.5x the typed copy loop" });
+row(GPU_CASES.mirrorPteAgain, GPU_CASES.copyBase);
+row(GPU_CASES.deviceFault, faultPte);
+for (const [name, bytes, limit, text] of [
+  ["gpu: mirror bytes per GiB mirrored at 4 KiB", gpuMirror.mirrorBytes4k, 2.1 * 1024 * 1024, "<= 2.1 MiB"],
+  ["gpu: mirror bytes per GiB mirrored with 2 MiB entries", gpuMirror.mirrorBytes2m, 16 * 1024, "<= 16 KiB"],
+] as const) {
+  const met = bytes <= limit;
+  rows.push({
+    name,
+    value: bytes,
+    unit: "bytes",
+    baseline: "limit",
+    baselineValue: limit,
+    ratio: bytes / limit,
+    target: text,
+    met,
+  });
+  console.log(
+    `${name.padEnd(58)} ${String(bytes).padStart(11)} bytes  [target ${text}: ${met ? "met" : "MISSED"}]`,
+  );
+}
 console.log(
   `mirrorPmd callbacks per 1 GiB THP fault: ${hugeCalls} (target <= 512: ${hugeCalls <= 512 ? "met" : "MISSED"})`,
 );
@@ -294,4 +323,4 @@ writeFileSync(
   `${JSON.stringify({ node: process.version, date: new Date().toISOString(), rows }, null, 2)}\n`,
 );
 console.log(`\nwrote ${out}`);
-if (sink === 42) console.log("");
+if (sink === 42 || gpuSink() === 42) console.log("");

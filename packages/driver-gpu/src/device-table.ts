@@ -8,15 +8,15 @@
  *   the block's remote-access count (the access counters) and its residency record (+1, 0: none);
  * - a hash directory of (mm id, VA block) to block record: chained, one Int32 bucket per block,
  *   a power of two at least the live block count;
- * - leaves: 512 Int32 entries each in one array, with a Uint16 count of valid entries per leaf,
- *   recycled through a free stack.
+ * - leaves: 512 Int32 entries each in one array, recycled through a free stack (no per-leaf
+ *   count: an invalidation that clears part of a leaf looks for a surviving entry instead).
  *
  * Two one-entry caches keep the hot paths off the hash: the translation cache (the block the
  * device's last access hit) and the mirror cache (the leaf the last mirrorPte wrote). Any change
  * of a block's entry word resets both, so neither ever points at a stale leaf.
  */
 import { TRANSLATE_MISS } from "@hmmkit/core";
-import { encodePte, PTE_MAX_PFN } from "./pte-encoding.js";
+import { encodePte } from "./pte-encoding.js";
 import type { Residency } from "./residency.js";
 
 /** Bytes of one 2 MiB VA block. */
@@ -35,8 +35,8 @@ const B_AUX = 5;
 export const BLOCK_STRIDE = 6;
 /** Bytes of one block record. */
 export const BLOCK_RECORD_BYTES = BLOCK_STRIDE * 4;
-/** Bytes of one leaf: 512 Int32 entries and its Uint16 valid count. */
-export const LEAF_BYTES = BLOCK_PAGES * 4 + 2;
+/** Bytes of one leaf: 512 Int32 entries. */
+export const LEAF_BYTES = BLOCK_PAGES * 4;
 /** Bytes of one hash bucket. */
 export const BUCKET_BYTES = 4;
 
@@ -63,7 +63,6 @@ export class DeviceTable {
   private buckets: Int32Array;
   private shift: number;
   private leaves: Int32Array;
-  private leafCount: Uint16Array;
   private leafFree: Int32Array;
   private nLeafFree = 0;
   private leafTop = 0;
@@ -72,18 +71,17 @@ export class DeviceTable {
   /** Live 2 MiB entries. */
   nHuge = 0;
 
-  // Translation cache (the device TLB's last block).
+  // Translation cache (the device TLB's last block): its mm, first address and block index.
   private tMm = NONE;
-  private tVb = NONE;
+  private tLo = -BLOCK_BYTES;
   private tBlock = NONE;
   private tEnt = 0;
   private tBase = 0;
   private tBudget = COUNT_CAP;
   private tLimit = COUNT_CAP;
-  // Mirror cache (the leaf the last mirrorPte wrote).
+  // Mirror cache (the leaf the last mirrorPte wrote): its mm, first address and block index.
   private mMm = NONE;
-  private mVb = NONE;
-  private mLeaf = 0;
+  private mLo = -BLOCK_BYTES;
   private mBase = 0;
 
   /** Remote accesses after which a block asks to migrate (0: never, no access-counter policy). */
@@ -102,7 +100,6 @@ export class DeviceTable {
     this.buckets = new Int32Array(MIN_BUCKETS).fill(NONE);
     this.shift = 32 - Math.log2(MIN_BUCKETS);
     this.leaves = new Int32Array(16 * BLOCK_PAGES);
-    this.leafCount = new Uint16Array(16);
     this.leafFree = new Int32Array(16);
   }
 
@@ -124,7 +121,7 @@ export class DeviceTable {
 
   /** Bytes allocated for the table, spare capacity included. */
   capacityBytes(): number {
-    return this.blk.byteLength + this.buckets.byteLength + this.leaves.byteLength + this.leafCount.byteLength;
+    return this.blk.byteLength + this.buckets.byteLength + this.leaves.byteLength + this.leafFree.byteLength;
   }
 
   // ---- hash directory -------------------------------------------------------------------------
@@ -224,14 +221,11 @@ export class DeviceTable {
     this.nLeaves++;
     this.bytesChanged();
     if (this.nLeafFree > 0) return this.leafFree[--this.nLeafFree];
-    if (this.leafTop === this.leafCount.length) {
-      const n = this.leafCount.length * 2;
+    if (this.leafTop === this.leafFree.length) {
+      const n = this.leafFree.length * 2;
       const l = new Int32Array(n * BLOCK_PAGES);
       l.set(this.leaves);
       this.leaves = l;
-      const c = new Uint16Array(n);
-      c.set(this.leafCount);
-      this.leafCount = c;
       const f = new Int32Array(n);
       f.set(this.leafFree);
       this.leafFree = f;
@@ -239,9 +233,15 @@ export class DeviceTable {
     return this.leafTop++;
   }
 
+  /** Whether the leaf at entry offset `p` holds no entry. */
+  private leafEmpty(p: number): boolean {
+    const leaves = this.leaves;
+    for (let i = p; i < p + BLOCK_PAGES; i++) if (leaves[i] !== 0) return false;
+    return true;
+  }
+
   private freeLeaf(leaf: number): void {
     this.leaves.fill(0, leaf * BLOCK_PAGES, leaf * BLOCK_PAGES + BLOCK_PAGES);
-    this.leafCount[leaf] = 0;
     this.leafFree[this.nLeafFree++] = leaf;
     this.nLeaves--;
     this.bytesChanged();
@@ -258,7 +258,6 @@ export class DeviceTable {
       // Consecutive frames: each page's entry is the previous one's plus one pfn (8).
       const base = leaf * BLOCK_PAGES;
       for (let i = 0; i < BLOCK_PAGES; i++) this.leaves[base + i] = ent + i * 8;
-      this.leafCount[leaf] = BLOCK_PAGES;
       this.nHuge--;
       this.splits++;
     }
@@ -282,11 +281,11 @@ export class DeviceTable {
   resetCaches(): void {
     this.flushCount();
     this.tMm = NONE;
-    this.tVb = NONE;
+    this.tLo = -BLOCK_SIZE;
     this.tBlock = NONE;
     this.tEnt = 0;
     this.mMm = NONE;
-    this.mVb = NONE;
+    this.mLo = -BLOCK_SIZE;
   }
 
   // ---- the hot paths --------------------------------------------------------------------------
@@ -297,21 +296,24 @@ export class DeviceTable {
    * threshold set, the access that reaches it misses once (the access-counter notification).
    */
   translate(mmId: number, va: number, write: boolean): number {
-    // va < 2^47, so the block index (< 2^26) and the page index are exact small integers.
-    const vb = (va / BLOCK_SIZE) | 0;
-    if (vb !== this.tVb || mmId !== this.tMm) this.loadTranslation(mmId, vb);
+    // The hit path: the page is in the cached block when its offset from the block's first
+    // address is in [0, 2 MiB) (one subtract and two compares, no division).
+    let off = va - this.tLo;
+    if (off < 0 || off >= BLOCK_SIZE || mmId !== this.tMm) {
+      this.loadTranslation(mmId, Math.floor(va / BLOCK_SIZE));
+      off = va - this.tLo;
+    }
     const ent = this.tEnt;
-    const i = (va - vb * BLOCK_SIZE) >>> 12;
     let e: number;
     let pfn: number;
     if (ent < 0) {
-      e = this.leaves[this.tBase + i];
+      e = this.leaves[this.tBase + (off >>> 12)];
       if (e === 0) return MISS;
       pfn = (e >>> 3) - 1;
     } else {
       if (ent === 0) return MISS;
       e = ent;
-      pfn = (e >>> 3) - 1 + i;
+      pfn = (e >>> 3) - 1 + (off >>> 12);
     }
     // Bit 0: writable; bit 1: a frame of device memory (pte-encoding.ts).
     if (write && (e & 1) === 0) return MISS;
@@ -325,7 +327,7 @@ export class DeviceTable {
     this.flushCount();
     const b = this.find(mmId, vb);
     this.tMm = mmId;
-    this.tVb = vb;
+    this.tLo = vb * BLOCK_SIZE;
     this.tBlock = b;
     if (b === NONE) {
       this.tEnt = 0;
@@ -362,14 +364,16 @@ export class DeviceTable {
 
   /** Mirror one 4 KiB entry (HmmDriver.mirrorPte). */
   setPte(mmId: number, va: number, pfn: number, flags: number): void {
-    if (pfn > PTE_MAX_PFN)
-      throw new RangeError(`mirrorPte @ ${va.toString(16)}: pfn ${pfn} is beyond the table's frame range`);
-    const vb = (va / BLOCK_SIZE) | 0;
-    if (vb !== this.mVb || mmId !== this.mMm) this.loadMirror(mmId, vb);
-    const pos = this.mBase + ((va - vb * BLOCK_SIZE) >>> 12);
+    let off = va - this.mLo;
+    if (off < 0 || off >= BLOCK_SIZE || mmId !== this.mMm) {
+      this.loadMirror(mmId, Math.floor(va / BLOCK_SIZE));
+      off = va - this.mLo;
+    }
+    const pos = this.mBase + (off >>> 12);
     const leaves = this.leaves;
-    if (leaves[pos] === 0) this.leafCount[this.mLeaf]++;
-    leaves[pos] = encodePte(pfn, flags);
+    // encodePte, inlined: HMM_PFN_WRITE (bit 1), DEVICE_PRIVATE (bit 4) and EXCLUSIVE (bit 6) move
+    // to bits 0, 1 and 2.
+    leaves[pos] = (pfn + 1) * 8 + (((flags >> 1) & 1) | ((flags >> 3) & 2) | ((flags >> 4) & 4));
   }
 
   /** Mirror-cache miss: find or make the leaf of (mmId, vb). */
@@ -377,15 +381,12 @@ export class DeviceTable {
     const b = this.findOrCreate(mmId, vb);
     const leaf = this.leafOf(b);
     this.mMm = mmId;
-    this.mVb = vb;
-    this.mLeaf = leaf;
+    this.mLo = vb * BLOCK_SIZE;
     this.mBase = leaf * BLOCK_PAGES;
   }
 
   /** Mirror one 2 MiB entry (HmmDriver.mirrorPmd): `va` is 2 MiB aligned. */
   setPmd(mmId: number, va: number, pfn: number, flags: number): void {
-    if (pfn + BLOCK_PAGES - 1 > PTE_MAX_PFN)
-      throw new RangeError(`mirrorPmd @ ${va.toString(16)}: pfn ${pfn} is beyond the table's frame range`);
     const b = this.findOrCreate(mmId, (va / BLOCK_SIZE) | 0);
     this.flushCount();
     const o = b * BLOCK_STRIDE;
@@ -453,8 +454,8 @@ export class DeviceTable {
           dropped++;
         }
       }
-      this.leafCount[leaf] -= dropped;
-      if (this.leafCount[leaf] === 0) {
+      // A leaf keeps no count (mirrorPte stays a single store): look for a survivor instead.
+      if (dropped > 0 && this.leafEmpty(p)) {
         this.freeLeaf(leaf);
         this.blk[o + B_ENTRY] = 0;
       }
@@ -587,7 +588,6 @@ export class DeviceTable {
     this.buckets = new Int32Array(MIN_BUCKETS).fill(NONE);
     this.shift = 32 - Math.log2(MIN_BUCKETS);
     this.leaves.fill(0);
-    this.leafCount.fill(0);
     this.nLeafFree = 0;
     this.leafTop = 0;
     this.nLeaves = 0;

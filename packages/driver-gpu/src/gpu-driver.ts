@@ -5,6 +5,7 @@ import {
   type DeviceTranslation,
   type HmmCore,
   type HmmDriver,
+  HmmError,
   MmuNotifyEvent,
   TOKENS,
 } from "@hmmkit/core";
@@ -13,7 +14,7 @@ import { BLOCK_BYTES, DeviceTable } from "./device-table.js";
 import { FaultService, type FaultServiceHost } from "./fault-service.js";
 import { GpuStats } from "./gpu-stats.js";
 import { type GpuOptions, parseGpuOptions } from "./options.js";
-import { PTE_DEVICE, PTE_EXCLUSIVE, PTE_WRITE, ptePfn } from "./pte-encoding.js";
+import { PTE_DEVICE, PTE_EXCLUSIVE, PTE_MAX_PFN, PTE_WRITE, ptePfn } from "./pte-encoding.js";
 import { Residency } from "./residency.js";
 
 /**
@@ -43,6 +44,15 @@ export class GpuDriver implements HmmDriver, FaultServiceHost {
     @inject(TOKENS.HmmCore) readonly core: HmmCore,
   ) {
     this.options = parseGpuOptions(ctx.config, ctx.name);
+    // The entry encoding holds frame numbers up to PTE_MAX_PFN; checked once here, so the
+    // mirror callbacks need no range check per PTE.
+    const frames = Math.max(ctx.machine.pool.nframes, ctx.memory.npages);
+    if (frames - 1 > PTE_MAX_PFN)
+      throw new HmmError(
+        "EINVAL",
+        `gpu device ${ctx.name}: ${frames} frames exceed the device page table's ${PTE_MAX_PFN + 1} (2^28 - 1: 1 TiB of 4 KiB frames)`,
+        "BAD_CONFIG",
+      );
     this.compound = ctx.config.compoundMigration === true;
     this.residency = new Residency(this.options.eviction);
     this.table = new DeviceTable(this.residency, () => this.reportBytes());

@@ -17,14 +17,14 @@ export const PTE_PFN_MUL = 8;
 /** Frames the encoding can hold: (pfn + 1) * 8 must stay a positive Int32. */
 export const PTE_MAX_PFN = 2 ** 28 - 2;
 
-// Local copies: the encoders run per PTE (see @hmmkit/core's device-fault.ts on imported bindings).
-const HW = HMM_PFN_WRITE;
-const HD = HMM_PFN_DEVICE_PRIVATE;
-const HX = HMM_PFN_EXCLUSIVE;
+// The shifts below move HMM_PFN_WRITE (bit 1), DEVICE_PRIVATE (bit 4) and EXCLUSIVE (bit 6) to
+// bits 0, 1 and 2; checked once here, so the hot copies in device-table.ts can rely on them.
+if (HMM_PFN_WRITE !== 2 || HMM_PFN_DEVICE_PRIVATE !== 16 || HMM_PFN_EXCLUSIVE !== 64)
+  throw new Error("pte-encoding: the HMM_PFN_* bit layout changed");
 
 /** The entry for frame `pfn` with HMM_PFN_* `flags`. The caller checks `pfn` is in range. */
 export function encodePte(pfn: number, flags: number): number {
-  return (pfn + 1) * 8 + (flags & HW ? 1 : 0) + (flags & HD ? 2 : 0) + (flags & HX ? 4 : 0);
+  return (pfn + 1) * 8 + (((flags >> 1) & 1) | ((flags >> 3) & 2) | ((flags >> 4) & 4));
 }
 
 /** The frame of entry `e` (non-zero). */

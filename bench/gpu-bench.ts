@@ -1,0 +1,122 @@
+import { createHmm, DeviceAccesses, HMM_PFN_VALID, HMM_PFN_WRITE, MmuNotifyEvent } from "@hmmkit/core";
+import gpu, { type GpuDriver } from "@hmmkit/driver-gpu";
+import {
+  HPAGE_PMD_SIZE,
+  MADV_HUGEPAGE,
+  MADV_NOHUGEPAGE,
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
+  PROT_READ,
+  PROT_WRITE,
+} from "@hmmkit/mm";
+import type { Bench } from "./harness.js";
+
+const GiB = 1024 ** 3;
+/** 4 KiB pages in 1 GiB. */
+export const GPU_PAGES = GiB / 4096;
+
+/** Names of the gpu cases, for the result rows. */
+export const GPU_CASES = {
+  lookupBase: "baseline: Int32Array lookup loop summing one entry per page, 262,144 pages",
+  translate: "gpu: translate hits, streaming read of 1 GiB (4 KiB entries)",
+  runDevice: "gpu: core.runDevice streaming read of 1 GiB, all hits (accesses/s)",
+  copyBase: "baseline: typed copy loop into a Float64Array, 262,144 entries",
+  mirrorPte: "gpu: mirrorPte calls for a populated 1 GiB, into an empty table",
+  mirrorPteAgain: "gpu: mirrorPte calls for a populated 1 GiB, entries already there",
+  deviceFault: "gpu: core.deviceFault of a populated 1 GiB (walk + mirrorPte)",
+} as const;
+
+let sink = 0;
+
+/**
+ * The gpu driver's hot paths on one machine (tag mode): a gpu device mirroring a populated 1 GiB
+ * of 4 KiB pages remotely (migrate "none", so the translation hit path counts remote accesses).
+ * Baselines: the best plain loop for the same work, over the same number of pages.
+ */
+export function addGpuCases(bench: Bench): { mirrorBytes4k: number; mirrorBytes2m: number } {
+  const n = GPU_PAGES;
+  // ---- baselines --------------------------------------------------------------------------------
+  const table = new Int32Array(n);
+  for (let i = 0; i < n; i++) table[i] = (i * 2654435761) | 1;
+  bench.add(GPU_CASES.lookupBase, n, () => {
+    let s = 0;
+    for (let i = 0; i < n; i++) s = (s + table[i]) | 0;
+    sink ^= s;
+  });
+  const src = new Int32Array(n);
+  for (let i = 0; i < n; i++) src[i] = i + 17;
+  const dst = new Float64Array(n);
+  bench.add(GPU_CASES.copyBase, n, () => {
+    for (let i = 0; i < n; i++) dst[i] = src[i];
+    sink ^= dst[n - 1];
+  });
+
+  // ---- the driver ---------------------------------------------------------------------------------
+  const { core, machine } = createHmm({ machine: { contentMode: "tag", memoryBytes: 1.25 * GiB } });
+  const dev = core.addDevice(gpu, { name: "gpu0", memoryPages: 512, migrate: "none", prefetch: false });
+  const drv = dev.driver as GpuDriver;
+  const p = machine.createProcess();
+  const raw = p.mm.mmap({
+    length: GiB + HPAGE_PMD_SIZE,
+    prot: PROT_READ | PROT_WRITE,
+    flags: MAP_PRIVATE | MAP_ANONYMOUS,
+  });
+  const base = raw % HPAGE_PMD_SIZE === 0 ? raw : raw - (raw % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
+  p.mm.madvise(base, GiB, MADV_NOHUGEPAGE);
+  p.touch(base, GiB, true, 1);
+  core.deviceFault(dev, p, base, base + GiB, false);
+  const mirrorBytes4k = dev.stats.mirrorBytes;
+  const mmId = p.mm.id;
+
+  bench.add(GPU_CASES.translate, n, () => {
+    let s = 0;
+    for (let i = 0; i < n; i++) s = (s + drv.translate(mmId, base + i * 4096, false)) | 0;
+    sink ^= s;
+  });
+  const acc = new DeviceAccesses(n);
+  for (let i = 0; i < n; i++) acc.read(base + i * 4096);
+  bench.add(GPU_CASES.runDevice, n, () => {
+    core.runDevice(dev, p, acc, { verifyTranslations: false });
+  });
+
+  // mirrorPte with the frames the CPU maps, as the core would report them.
+  const pfns = new Int32Array(n);
+  for (let i = 0; i < n; i++) pfns[i] = (drv.translate(mmId, base + i * 4096, false) | 0) >>> 0;
+  const flags = HMM_PFN_VALID | HMM_PFN_WRITE;
+  const mirror = () => {
+    for (let i = 0; i < n; i++) drv.mirrorPte(mmId, base + i * 4096, pfns[i], flags);
+  };
+  bench.addWithSetup(
+    GPU_CASES.mirrorPte,
+    n,
+    () => drv.invalidate(mmId, base, base + GiB, MmuNotifyEvent.CLEAR, null),
+    mirror,
+  );
+  bench.add(GPU_CASES.mirrorPteAgain, n, mirror);
+  bench.add(GPU_CASES.deviceFault, n, () => {
+    core.deviceFault(dev, p, base, base + GiB, false);
+  });
+  return { mirrorBytes4k, mirrorBytes2m: mirrorBytesThp() };
+}
+
+/** Mirror bytes of a gpu device after a fault of a THP-backed 1 GiB (512 2 MiB entries). */
+function mirrorBytesThp(): number {
+  const { core, machine } = createHmm({ machine: { contentMode: "tag", memoryBytes: 1.1 * GiB } });
+  const dev = core.addDevice(gpu, { name: "gpu0", memoryPages: 512, migrate: "none" });
+  const p = machine.createProcess();
+  const raw = p.mm.mmap({
+    length: GiB + HPAGE_PMD_SIZE,
+    prot: PROT_READ | PROT_WRITE,
+    flags: MAP_PRIVATE | MAP_ANONYMOUS,
+  });
+  const base = raw % HPAGE_PMD_SIZE === 0 ? raw : raw - (raw % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
+  p.mm.madvise(base, GiB, MADV_HUGEPAGE);
+  p.touch(base, GiB, true, 2);
+  core.deviceFault(dev, p, base, base + GiB, false);
+  return dev.stats.mirrorBytes;
+}
+
+/** Keeps the baselines' results alive. */
+export function gpuSink(): number {
+  return sink;
+}
