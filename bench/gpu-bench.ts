@@ -19,6 +19,7 @@ export const GPU_PAGES = GiB / 4096;
 export const GPU_CASES = {
   lookupBase: "baseline: Int32Array lookup loop summing one entry per page, 262,144 pages",
   translate: "gpu: translate hits, streaming read of 1 GiB (4 KiB entries)",
+  translateHuge: "gpu: translate hits, streaming read of 1 GiB (2 MiB entries)",
   runDevice: "gpu: core.runDevice streaming read of 1 GiB, all hits (accesses/s)",
   copyBase: "baseline: typed copy loop into a Float64Array, 262,144 entries",
   mirrorPte: "gpu: mirrorPte calls for a populated 1 GiB, into an empty table",
@@ -96,12 +97,20 @@ export function addGpuCases(bench: Bench): { mirrorBytes4k: number; mirrorBytes2
   bench.add(GPU_CASES.deviceFault, n, () => {
     core.deviceFault(dev, p, base, base + GiB, false);
   });
-  return { mirrorBytes4k, mirrorBytes2m: mirrorBytesThp() };
+  const thp = thpMirror();
+  bench.add(GPU_CASES.translateHuge, n, () => {
+    let s = 0;
+    for (let i = 0; i < n; i++) s = (s + thp.drv.translate(thp.mmId, thp.base + i * 4096, false)) | 0;
+    sink ^= s;
+  });
+  return { mirrorBytes4k, mirrorBytes2m: thp.bytes };
 }
 
-/** Mirror bytes of a gpu device after a fault of a THP-backed 1 GiB (512 2 MiB entries). */
-function mirrorBytesThp(): number {
-  const { core, machine } = createHmm({ machine: { contentMode: "tag", memoryBytes: 1.1 * GiB } });
+/** A gpu device that faulted a THP-backed 1 GiB (512 2 MiB entries), and its mirror bytes. */
+function thpMirror(): { bytes: number; drv: GpuDriver; mmId: number; base: number } {
+  const { core, machine } = createHmm({
+    machine: { contentMode: "tag", memoryBytes: GiB + 128 * 1024 * 1024 },
+  });
   const dev = core.addDevice(gpu, { name: "gpu0", memoryPages: 512, migrate: "none" });
   const p = machine.createProcess();
   const raw = p.mm.mmap({
@@ -113,7 +122,7 @@ function mirrorBytesThp(): number {
   p.mm.madvise(base, GiB, MADV_HUGEPAGE);
   p.touch(base, GiB, true, 2);
   core.deviceFault(dev, p, base, base + GiB, false);
-  return dev.stats.mirrorBytes;
+  return { bytes: dev.stats.mirrorBytes, drv: dev.driver as GpuDriver, mmId: p.mm.id, base };
 }
 
 /** Keeps the baselines' results alive. */

@@ -221,7 +221,10 @@ row(LEGACY_CASES.legacy, LEGACY_CASES.flat);
 row(LEGACY_CASES.gpu, LEGACY_CASES.flat);
 row(LEGACY_CASES.legacyHuge, LEGACY_CASES.gpuHuge);
 row(GPU_CASES.translate, GPU_CASES.lookupBase, { min: 0.3, text: ">= 0.3x the lookup loop" });
+row(GPU_CASES.translateHuge, GPU_CASES.lookupBase, { min: 0.3, text: ">= 0.3x the lookup loop" });
 row(GPU_CASES.runDevice, GPU_CASES.lookupBase);
+// The whole access path (the core's completion included) against the iotlb rows' baseline.
+row(GPU_CASES.runDevice, IOTLB_CASES.lookup);
 row(GPU_CASES.mirrorPte, GPU_CASES.copyBase, { min: 0.5, text: ">= 0.5x the typed copy loop" });
 row(GPU_CASES.mirrorPteAgain, GPU_CASES.copyBase);
 row(GPU_CASES.deviceFault, faultPte);

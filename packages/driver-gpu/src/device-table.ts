@@ -268,6 +268,8 @@ export class DeviceTable {
 
   /** 2 MiB entries split into leaves (a partial invalidation or a 4 KiB entry inside one). */
   splits = 0;
+  /** Block records invalidations looked at (looked up or scanned): what their cost is bounded by. */
+  blocksVisited = 0;
 
   // ---- caches ---------------------------------------------------------------------------------
 
@@ -414,12 +416,14 @@ export class DeviceTable {
     const vb1 = Math.ceil(end / BLOCK_SIZE);
     let dropped = 0;
     if (vb1 - vb0 <= this.nBlocks) {
+      this.blocksVisited += vb1 - vb0;
       for (let vb = vb0; vb < vb1; vb++) {
         const b = this.find(mmId, vb);
         if (b !== NONE) dropped += this.dropInBlock(b, vb, start, end);
       }
     } else {
       const blk = this.blk;
+      this.blocksVisited += this.blockTop;
       for (let b = 0; b < this.blockTop; b++) {
         const o = b * BLOCK_STRIDE;
         if (blk[o + B_MM] !== mmId) continue;

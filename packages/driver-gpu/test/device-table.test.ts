@@ -70,9 +70,10 @@ describe("gpu device page table", () => {
     s.core.deviceFault(s.dev, s.p, base, base + 2 * MiB, false);
     s.drv.invalidate(s.p.mm.id, base + 4 * MiB, base + 8 * MiB, MmuNotifyEvent.UNMAP, null);
     expect(s.dev.stats.tlbFlushes).toBe(0);
-    const t0 = performance.now();
+    const visited = s.drv.table.blocksVisited;
     s.drv.invalidate(s.p.mm.id, 0, 2 ** 47, MmuNotifyEvent.CLEAR, null);
-    expect(performance.now() - t0).toBeLessThan(200);
+    // All of user space is 2^26 blocks; the invalidation looked at the one block record held.
+    expect(s.drv.table.blocksVisited - visited).toBe(1);
     expect(s.dev.stats.pagesDropped).toBe(512);
     expect(s.dev.stats.tlbFlushes).toBe(1);
   });

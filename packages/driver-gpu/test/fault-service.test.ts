@@ -1,7 +1,7 @@
 import { DEVICE_ATOMIC, DeviceAccesses } from "@hmmkit/core";
 import { PROT_READ } from "@hmmkit/mm";
 import { describe, expect, it } from "vitest";
-import { expectCoherent, MiB, makeGpu, mmapSmall, PAGE } from "./helpers.js";
+import { BLOCK, expectCoherent, hashOfStamp, MiB, makeGpu, mmapHuge, mmapSmall, PAGE } from "./helpers.js";
 
 function reads(base: number, pages: readonly number[]): DeviceAccesses {
   const acc = new DeviceAccesses();
@@ -160,5 +160,31 @@ describe("gpu migration policies", () => {
     expect(s.dev.stats.migratedToDevice).toBe(0);
     expect(s.dev.stats.remoteAccesses).toBe(1024);
     expect(s.drv.gpuStats.accessNotifications).toBe(0);
+  });
+
+  it("with compoundMigration a fault in a THP block migrates the whole block as one device-private 2 MiB entry", () => {
+    const s = makeGpu({ migrate: "first-touch", compoundMigration: true });
+    const base = mmapHuge(s.p, 2 * BLOCK);
+    s.p.writeStamp(base, 2 * BLOCK, 77);
+    const acc = new DeviceAccesses();
+    acc.write(base + 5 * PAGE, 78);
+    acc.read(base + BLOCK + 7 * PAGE);
+    const r = s.core.runDevice(s.dev, s.p, acc);
+    expect(r.completed).toBe(2);
+    expect(s.dev.stats.compoundToDevice).toBe(2);
+    expect(s.dev.stats.migratedToDevice).toBe(1024);
+    expect(s.dev.stats.pmdCallbacks).toBe(2);
+    const ts = s.core.translations(s.dev);
+    expect(ts).toHaveLength(2);
+    expect(ts.every((t) => t.order === 9 && t.devicePrivate)).toBe(true);
+    expect(s.drv.table.nHuge).toBe(2);
+    expect(s.drv.table.nLeaves).toBe(0);
+    expect(acc.seen[1]).toBe(hashOfStamp(77) >>> 0);
+    expectCoherent(s.core, s.dev, [s.p.mm]);
+    // Home again whole, with the device's write.
+    s.core.migrateToRam(s.dev, s.p, base, base + 2 * BLOCK);
+    expect(s.dev.stats.compoundToRam).toBe(2);
+    expect(s.p.readPageHash(base + 5 * PAGE)).toBe(hashOfStamp(78) >>> 0);
+    expect(s.p.readPageHash(base + 6 * PAGE)).toBe(hashOfStamp(77) >>> 0);
   });
 });
