@@ -19,14 +19,13 @@ function expectClean(r: WorkloadReport, what: string): void {
 
 describe("the legacy driver under the workloads runner", () => {
   for (const kind of WORKLOAD_KIND_NAMES) {
-    it(`${kind}: the same final memory digest as gpu and iotlb, no mismatch, coherent, no leak`, () => {
+    // iotlb too, on every kind and both content modes: test/devices/agreement.test.ts.
+    it(`${kind}: the same final memory digest as gpu, no mismatch, coherent, no leak`, () => {
       const spec = SMALL_SPECS[kind];
       const g = runWorkload({ spec, seed: SEED, plugin: gpu, device: { memoryPages: MEMORY_PAGES } });
-      const t = runWorkload({ spec, seed: SEED, plugin: iotlb, device: { memoryPages: MEMORY_PAGES } });
       const l = runWorkload({ spec, seed: SEED, attach: legacyAttach({ memoryPages: MEMORY_PAGES }) });
       expectClean(l, `legacy on ${spec}`);
       expect(l.digest).toBe(g.digest);
-      expect(l.digest).toBe(t.digest);
       expect(Object.keys(l.deviceStats).sort()).toEqual(Object.keys(g.deviceStats).sort());
       expect(l.deviceStats.mirrorBytesPeak).toBeGreaterThan(0);
     });

@@ -46,17 +46,11 @@ export function* hmmMirrorFaultSteps(
   const sm = mirror.device;
   sm.counters.mirrorFaults++;
   if (mirror.hmm === null) return -ENODEV;
-  if (
-    !Number.isSafeInteger(start) ||
-    !Number.isSafeInteger(end) ||
-    start < 0 ||
-    start % PAGE_SIZE !== 0 ||
-    end % PAGE_SIZE !== 0 ||
-    end <= start ||
-    start >= TASK_SIZE
-  )
-    return -EINVAL;
-  const stop = Math.min(end, TASK_SIZE);
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0) return -EINVAL;
+  // hmm_event_init: start &= PAGE_MASK, end = PAGE_ALIGN(min(end, vm_end)); empty is -EINVAL.
+  start -= start % PAGE_SIZE;
+  const stop = Math.ceil(Math.min(end, TASK_SIZE) / PAGE_SIZE) * PAGE_SIZE;
+  if (start >= stop) return -EINVAL;
   const it = mirror.iter();
   let addr = start;
   let retries = 0;

@@ -72,7 +72,8 @@ export class HmmMirror implements FaultMirror {
    * hmm_mirror_fault: make [start, end) valid in hmm_pt for a read (HMM_DEVICE_RFAULT) or write
    * (HMM_DEVICE_WFAULT) fault, faulting the CPU side as needed, and tell the driver (`update` with
    * the fault event) what it filled. Returns 0 or a negative errno: -EFAULT (no VMA, PROT_NONE),
-   * -EACCES (write fault on a VMA without VM_WRITE), -ENOMEM, -EINVAL (bad range), -ENODEV (the
+   * -EACCES (write fault on a VMA without VM_WRITE), -ENOMEM, -EINVAL (an empty or non-integer range;
+   * an unaligned one is rounded out to pages, as hmm_event_init does), -ENODEV (the
    * mirror is detached), -EBUSY (a migration in flight, or no progress after many retries).
    */
   fault(start: number, end: number, write: boolean): number {

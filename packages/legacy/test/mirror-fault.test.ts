@@ -102,12 +102,19 @@ describe("hmm_mirror_fault", () => {
     expect(drv.updates).toEqual([]);
   });
 
-  it("a fault outside any VMA returns -EFAULT; a misaligned range -EINVAL", () => {
+  it("a fault outside any VMA returns -EFAULT; an unaligned range is rounded out to pages (hmm_event_init), an empty one is -EINVAL", () => {
     const sys = makeSystem();
     const { proc } = sys;
     const { mirror } = attachFake(sys, proc);
     expect(mirror.fault(0x10000000, 0x10001000, false)).toBe(-EFAULT);
-    expect(mirror.fault(0x10000001, 0x10001000, false)).toBe(-EINVAL);
+    expect(mirror.fault(0x10000000, 0x10000000, false)).toBe(-EINVAL);
+    expect(mirror.fault(Number.NaN, 0x10001000, false)).toBe(-EINVAL);
+    const va = mmapPrivate(proc, 4 * PAGE);
+    proc.touch(va, 4 * PAGE, true);
+    expect(mirror.fault(va + 100, va + PAGE + 1, false)).toBe(0);
+    expect(entryOf(mirror, va)!.lo & HMM_PTE_VALID_PFN).toBeTruthy();
+    expect(entryOf(mirror, va + PAGE)!.lo & HMM_PTE_VALID_PFN).toBeTruthy();
+    expect(entryOf(mirror, va + 2 * PAGE)!.lo).toBe(0);
   });
 
   it("a detached mirror (mirror->hmm gone after unregister) returns -ENODEV and fills nothing", () => {
