@@ -1,4 +1,5 @@
 import { hex, type Mm, MmError } from "@hmmkit/mm";
+import { type IssueLoop, issueLoopFor, type LoopHost, LoopState } from "./access-loop.js";
 import type { Device } from "./device.js";
 import {
   CANCEL_ERRNOS,
@@ -87,8 +88,10 @@ const CANCELLED = 2;
  * end of the wave, hand a batch to the driver's `handleFaults`; then the stalled accesses replay.
  * Preemption points: after each batch, before each replay round, after each wave.
  */
-export class DeviceRun {
+export class DeviceRun implements LoopHost {
   private readonly batch: DeviceFaultBatch;
+  private readonly loop = new LoopState();
+  private readonly issueLoop: IssueLoop;
   private readonly wave: number;
   private readonly verify: boolean;
   private pending: Int32Array;
@@ -116,6 +119,7 @@ export class DeviceRun {
     this.batch = new DeviceFaultBatch(cap);
     this.wave = Math.max(1, Math.min(options.wave ?? acc.count, acc.count));
     this.verify = options.verifyTranslations !== false;
+    this.issueLoop = issueLoopFor(dev.dispatcher.driver);
     this.pending = new Int32Array(this.wave);
     this.next = new Int32Array(this.wave);
     this.rounds = new Uint8Array(this.wave);
@@ -175,87 +179,55 @@ export class DeviceRun {
   private issue(i: number, end: number): number {
     const acc = this.acc;
     const d = this.dev.dispatcher;
-    const drv = d.driver;
-    const mmId = this.mm.id;
-    const va = acc.va;
-    const kind = acc.kind;
-    const stamp = acc.stamp;
-    const seen = acc.seen;
-    const done = acc.done;
-    const batch = this.batch;
-    const cap = batch.capacity;
-    const sys = this.mm.machine.pool.content;
-    const nsys = this.mm.machine.pool.nframes;
-    const local = this.dev.memory.content;
-    const nlocal = this.dev.memory.npages;
-    const verify = this.verify;
-    let hits = 0;
-    let misses = 0;
-    let remote = 0;
-    let localHits = 0;
-    let threw = false;
-    let thrown: unknown;
+    const out = this.loop;
+    out.threw = false;
+    out.thrown = undefined;
     const prev = d.beginTranslate();
-    try {
-      for (; i < end; i++) {
-        const k = kind[i];
-        const v = va[i];
-        const r = drv.translate!(mmId, v, k !== READ);
-        if (r === TRANSLATE_MISS) {
-          misses++;
-          this.rounds[this.npending] = 0;
-          this.pending[this.npending++] = i;
-          this.raise(i);
-          if (batch.count === cap) {
-            i++;
-            break;
-          }
-          continue;
-        }
-        hits++;
-        // A result is a small integer: (r | 0) === r rejects fractions, NaN and huge values at once.
-        if ((r | 0) !== r || r >= nsys || -2 - r >= nlocal) {
-          this.frameBreach(v, r);
-          break;
-        }
-        if (verify) {
-          const why = checkTranslation(this.mm, this.dev.ownerId, v, k !== READ, r);
-          if (why !== null) {
-            this.bad = { code: "DRIVER_STALE", va: v, why };
-            break;
-          }
-        }
-        if (r >= 0) {
-          remote++;
-          if (k === READ) seen[i] = sys.hash(r);
-          else {
-            if (k !== WRITE_ACCESS) seen[i] = sys.hash(r);
-            sys.stamp(r, stamp[i]);
-          }
-        } else {
-          localHits++;
-          const pfn = -2 - r;
-          if (k === READ) seen[i] = local.hash(pfn);
-          else {
-            if (k !== WRITE_ACCESS) seen[i] = local.hash(pfn);
-            local.stamp(pfn, stamp[i]);
-          }
-        }
-        done[i] = DONE;
-      }
-    } catch (e) {
-      threw = true;
-      thrown = e;
-    }
+    this.issueLoop(
+      this,
+      d.driver,
+      this.mm.id,
+      i,
+      end,
+      acc.va,
+      acc.kind,
+      acc.stamp,
+      acc.seen,
+      acc.done,
+      this.batch,
+      this.mm.machine.pool.content,
+      this.mm.machine.pool.nframes,
+      this.dev.memory.content,
+      this.dev.memory.npages,
+      this.verify,
+      out,
+    );
     const stats = this.dev.stats;
-    stats.translationHits += hits;
-    stats.translationMisses += misses;
-    stats.remoteAccesses += remote;
-    stats.localAccesses += localHits;
-    stats.accesses += remote + localHits;
-    this.completed += remote + localHits;
-    if (d.endTranslate(prev, va[Math.min(i, end - 1)], threw, thrown)) this.reportBreach();
-    return i;
+    stats.translationHits += out.hits;
+    stats.translationMisses += out.misses;
+    stats.remoteAccesses += out.remote;
+    stats.localAccesses += out.local;
+    stats.accesses += out.remote + out.local;
+    this.completed += out.remote + out.local;
+    const thrown = out.thrown;
+    out.thrown = undefined;
+    if (d.endTranslate(prev, acc.va[Math.min(out.i, end - 1)], out.threw, thrown)) this.reportBreach();
+    return out.i;
+  }
+
+  /** LoopHost: access `i` missed; stall it and raise its fault (the loop checks there is room). */
+  stall(i: number): void {
+    this.rounds[this.npending] = 0;
+    this.pending[this.npending++] = i;
+    this.raise(i);
+  }
+
+  /** LoopHost: record a stale translation of `va`; true if it is one. */
+  stale(va: number, write: boolean, r: number): boolean {
+    const why = checkTranslation(this.mm, this.dev.ownerId, va, write, r);
+    if (why === null) return false;
+    this.bad = { code: "DRIVER_STALE", va, why };
+    return true;
   }
 
   /** Raise a fault for access `i` into the buffer (the caller checks it has room). */
@@ -308,7 +280,8 @@ export class DeviceRun {
     return true;
   }
 
-  private frameBreach(va: number, r: number): false {
+  /** LoopHost: record a translate result that names no frame. */
+  frameBreach(va: number, r: number): false {
     this.bad = {
       code: "DRIVER_FRAME",
       va,
