@@ -3,11 +3,10 @@
  * leaf of 512 4 KiB entries, all in typed arrays (no object or Map per page or per block).
  *
  * Layout (kdbush style: named strides, one Int32Array per kind of record):
- * - block records, `BLOCK_STRIDE` Int32 each: the key (mm id, VA block index), the hash chain
- *   link, the block's entry (> 0: a 2 MiB entry in the pte-encoding; < 0: -(leaf + 1); 0: none),
- *   the block's remote-access count (the access counters) and its residency record (+1, 0: none);
- * - a hash directory of (mm id, VA block) to block record: chained, one Int32 bucket per block,
- *   a power of two at least the live block count;
+ * - block records (block-directory.ts), `BLOCK_STRIDE` Int32 each: the key (mm id, VA block
+ *   index), the hash chain link, the block's entry (> 0: a 2 MiB entry in the pte-encoding;
+ *   < 0: -(leaf + 1); 0: none), the block's remote-access count (the access counters) and its
+ *   residency record (+1, 0: none), found through a chained hash directory;
  * - leaves: 512 Int32 entries each in one array, recycled through a free stack (no per-leaf
  *   count: an invalidation that clears part of a leaf looks for a surviving entry instead).
  *
@@ -16,6 +15,7 @@
  * of a block's entry word resets both, so neither ever points at a stale leaf.
  */
 import { TRANSLATE_MISS } from "@hmmkit/core";
+import { B_ACCESS, B_AUX, B_ENTRY, B_MM, B_VB, BLOCK_STRIDE, BlockDirectory } from "./block-directory.js";
 import { encodePte } from "./pte-encoding.js";
 import type { Residency } from "./residency.js";
 
@@ -24,24 +24,10 @@ export const BLOCK_BYTES = 2 * 1024 * 1024;
 /** 4 KiB pages per VA block. */
 export const BLOCK_PAGES = 512;
 
-/** Fields of a block record. */
-const B_MM = 0;
-const B_VB = 1;
-const B_NEXT = 2;
-const B_ENTRY = 3;
-const B_ACCESS = 4;
-const B_AUX = 5;
-/** Int32 fields per block record. */
-export const BLOCK_STRIDE = 6;
-/** Bytes of one block record. */
-export const BLOCK_RECORD_BYTES = BLOCK_STRIDE * 4;
 /** Bytes of one leaf: 512 Int32 entries. */
 export const LEAF_BYTES = BLOCK_PAGES * 4;
-/** Bytes of one hash bucket. */
-export const BUCKET_BYTES = 4;
 
 const NONE = -1;
-const MIN_BUCKETS = 64;
 /** Remote accesses a block counts up to (keeps the counters small integers). */
 const COUNT_CAP = 2 ** 29;
 const BLOCK_SIZE = BLOCK_BYTES;
@@ -55,13 +41,7 @@ export interface PageEntryHolder {
 
 /** The device page table of one GPU (all address spaces it mirrors). */
 export class DeviceTable {
-  private blk: Int32Array;
-  private blockTop = 0;
-  private freeBlock = NONE;
-  /** Live block records. */
-  nBlocks = 0;
-  private buckets: Int32Array;
-  private shift: number;
+  private readonly dir: BlockDirectory;
   private leaves: Int32Array;
   private leafFree: Int32Array;
   private nLeafFree = 0;
@@ -95,10 +75,7 @@ export class DeviceTable {
     private readonly bytesChanged: () => void = () => {},
     initialBlocks = 64,
   ) {
-    const n = Math.max(1, initialBlocks);
-    this.blk = new Int32Array(n * BLOCK_STRIDE);
-    this.buckets = new Int32Array(MIN_BUCKETS).fill(NONE);
-    this.shift = 32 - Math.log2(MIN_BUCKETS);
+    this.dir = new BlockDirectory(initialBlocks);
     this.leaves = new Int32Array(16 * BLOCK_PAGES);
     this.leafFree = new Int32Array(16);
   }
@@ -116,95 +93,40 @@ export class DeviceTable {
    * capacity of the growable arrays, see {@link capacityBytes}).
    */
   liveBytes(): number {
-    return this.nBlocks * BLOCK_RECORD_BYTES + this.buckets.length * BUCKET_BYTES + this.nLeaves * LEAF_BYTES;
+    return this.dir.liveBytes() + this.nLeaves * LEAF_BYTES;
+  }
+
+  /** Live block records. */
+  get nBlocks(): number {
+    return this.dir.count;
   }
 
   /** Bytes allocated for the table, spare capacity included. */
   capacityBytes(): number {
-    return this.blk.byteLength + this.buckets.byteLength + this.leaves.byteLength + this.leafFree.byteLength;
+    return this.dir.capacityBytes() + this.leaves.byteLength + this.leafFree.byteLength;
   }
 
-  // ---- hash directory -------------------------------------------------------------------------
-
-  private bucketOf(mmId: number, vb: number): number {
-    // Multiplicative hashing: the top bits of the mixed product pick the bucket.
-    return (Math.imul(vb, 0x9e3779b1) ^ Math.imul(mmId + 0x3c6ef372, 0x85ebca77)) >>> this.shift;
-  }
+  // ---- block records ----------------------------------------------------------------------
 
   /** The block record of (mmId, vb), or -1. */
   find(mmId: number, vb: number): number {
-    const blk = this.blk;
-    for (let b = this.buckets[this.bucketOf(mmId, vb)]; b !== NONE; b = blk[b * BLOCK_STRIDE + B_NEXT]) {
-      const o = b * BLOCK_STRIDE;
-      if (blk[o + B_VB] === vb && blk[o + B_MM] === mmId) return b;
-    }
-    return NONE;
+    return this.dir.find(mmId, vb);
   }
 
   /** The block record of (mmId, vb), created empty if needed. */
   findOrCreate(mmId: number, vb: number): number {
-    const found = this.find(mmId, vb);
+    const found = this.dir.find(mmId, vb);
     if (found !== NONE) return found;
-    // Grow the directory before taking a record, so the rehash sees only initialised records.
-    if (this.nBlocks + 1 > this.buckets.length) this.rehash(this.buckets.length * 2);
-    let b = this.freeBlock;
-    if (b !== NONE) this.freeBlock = this.blk[b * BLOCK_STRIDE + B_NEXT];
-    else {
-      if ((this.blockTop + 1) * BLOCK_STRIDE > this.blk.length) {
-        const g = new Int32Array(this.blk.length * 2);
-        g.set(this.blk);
-        this.blk = g;
-      }
-      b = this.blockTop++;
-    }
-    this.nBlocks++;
-    const o = b * BLOCK_STRIDE;
-    const blk = this.blk;
-    blk[o + B_MM] = mmId;
-    blk[o + B_VB] = vb;
-    blk[o + B_ENTRY] = 0;
-    blk[o + B_ACCESS] = 0;
-    blk[o + B_AUX] = 0;
-    const h = this.bucketOf(mmId, vb);
-    blk[o + B_NEXT] = this.buckets[h];
-    this.buckets[h] = b;
+    const b = this.dir.create(mmId, vb);
     // A cached "no block here" would now be stale.
     this.resetCaches();
     this.bytesChanged();
     return b;
   }
 
-  private rehash(n: number): void {
-    const blk = this.blk;
-    this.buckets = new Int32Array(n).fill(NONE);
-    this.shift = 32 - Math.log2(n);
-    for (let b = 0; b < this.blockTop; b++) {
-      const o = b * BLOCK_STRIDE;
-      if (blk[o + B_MM] === NONE) continue;
-      const h = this.bucketOf(blk[o + B_MM], blk[o + B_VB]);
-      blk[o + B_NEXT] = this.buckets[h];
-      this.buckets[h] = b;
-    }
-  }
-
   /** Free block record `b` (its entry and residency record must be gone). */
   private freeBlockRecord(b: number): void {
-    const blk = this.blk;
-    const o = b * BLOCK_STRIDE;
-    const h = this.bucketOf(blk[o + B_MM], blk[o + B_VB]);
-    let p = this.buckets[h];
-    if (p === b) this.buckets[h] = blk[o + B_NEXT];
-    else {
-      while (blk[p * BLOCK_STRIDE + B_NEXT] !== b) p = blk[p * BLOCK_STRIDE + B_NEXT];
-      blk[p * BLOCK_STRIDE + B_NEXT] = blk[o + B_NEXT];
-    }
-    blk[o + B_MM] = NONE;
-    blk[o + B_VB] = NONE;
-    blk[o + B_NEXT] = this.freeBlock;
-    this.freeBlock = b;
-    this.nBlocks--;
-    if (this.nBlocks * 4 < this.buckets.length && this.buckets.length > MIN_BUCKETS)
-      this.rehash(this.buckets.length / 2);
+    this.dir.free(b);
     this.resetCaches();
     this.bytesChanged();
   }
@@ -212,7 +134,7 @@ export class DeviceTable {
   /** Free `b` if it holds nothing (no entry, no residency record). */
   private maybeFree(b: number): void {
     const o = b * BLOCK_STRIDE;
-    if (this.blk[o + B_ENTRY] === 0 && this.blk[o + B_AUX] === 0) this.freeBlockRecord(b);
+    if (this.dir.blk[o + B_ENTRY] === 0 && this.dir.blk[o + B_AUX] === 0) this.freeBlockRecord(b);
   }
 
   // ---- leaves ---------------------------------------------------------------------------------
@@ -250,7 +172,7 @@ export class DeviceTable {
   /** Give block `b` a leaf (splitting its 2 MiB entry into 512 equal 4 KiB entries); returns the leaf. */
   private leafOf(b: number): number {
     const o = b * BLOCK_STRIDE;
-    const ent = this.blk[o + B_ENTRY];
+    const ent = this.dir.blk[o + B_ENTRY];
     if (ent < 0) return -1 - ent;
     this.flushCount();
     const leaf = this.allocLeaf();
@@ -261,7 +183,7 @@ export class DeviceTable {
       this.nHuge--;
       this.splits++;
     }
-    this.blk[o + B_ENTRY] = -1 - leaf;
+    this.dir.blk[o + B_ENTRY] = -1 - leaf;
     this.resetCaches();
     return leaf;
   }
@@ -276,7 +198,7 @@ export class DeviceTable {
   /** Write the cached block's access count back. */
   flushCount(): void {
     const b = this.tBlock;
-    if (b !== NONE) this.blk[b * BLOCK_STRIDE + B_ACCESS] = this.tLimit - this.tBudget;
+    if (b !== NONE) this.dir.blk[b * BLOCK_STRIDE + B_ACCESS] = this.tLimit - this.tBudget;
   }
 
   /** Write the cached access count back and empty both caches (the fault path calls it first). */
@@ -336,13 +258,13 @@ export class DeviceTable {
       return;
     }
     const o = b * BLOCK_STRIDE;
-    const ent = this.blk[o + B_ENTRY];
+    const ent = this.dir.blk[o + B_ENTRY];
     this.tEnt = ent;
     this.tBase = ent < 0 ? (-1 - ent) * BLOCK_PAGES : 0;
-    const count = this.blk[o + B_ACCESS];
+    const count = this.dir.blk[o + B_ACCESS];
     this.tLimit = this.notifyAt > count ? this.notifyAt : Math.min(count, COUNT_CAP) + COUNT_CAP;
     this.tBudget = this.tLimit - count;
-    const aux = this.blk[o + B_AUX];
+    const aux = this.dir.blk[o + B_AUX];
     if (aux !== 0) this.residency.touch(aux - 1);
   }
 
@@ -354,9 +276,9 @@ export class DeviceTable {
     const b = this.tBlock;
     const o = b * BLOCK_STRIDE;
     const count = this.tLimit;
-    this.blk[o + B_ACCESS] = Math.min(count, COUNT_CAP);
+    this.dir.blk[o + B_ACCESS] = Math.min(count, COUNT_CAP);
     this.tLimit = Math.min(count, COUNT_CAP) + COUNT_CAP;
-    this.tBudget = this.tLimit - this.blk[o + B_ACCESS];
+    this.tBudget = this.tLimit - this.dir.blk[o + B_ACCESS];
     if (count === this.notifyAt) {
       this.notified++;
       return MISS;
@@ -392,10 +314,10 @@ export class DeviceTable {
     const b = this.findOrCreate(mmId, (va / BLOCK_SIZE) | 0);
     this.flushCount();
     const o = b * BLOCK_STRIDE;
-    const ent = this.blk[o + B_ENTRY];
+    const ent = this.dir.blk[o + B_ENTRY];
     if (ent < 0) this.freeLeaf(-1 - ent);
     else if (ent > 0) this.nHuge--;
-    this.blk[o + B_ENTRY] = encodePte(pfn, flags);
+    this.dir.blk[o + B_ENTRY] = encodePte(pfn, flags);
     this.nHuge++;
     this.resetCaches();
   }
@@ -422,9 +344,9 @@ export class DeviceTable {
         if (b !== NONE) dropped += this.dropInBlock(b, vb, start, end);
       }
     } else {
-      const blk = this.blk;
-      this.blocksVisited += this.blockTop;
-      for (let b = 0; b < this.blockTop; b++) {
+      const blk = this.dir.blk;
+      this.blocksVisited += this.dir.top;
+      for (let b = 0; b < this.dir.top; b++) {
         const o = b * BLOCK_STRIDE;
         if (blk[o + B_MM] !== mmId) continue;
         const vb = blk[o + B_VB];
@@ -437,7 +359,7 @@ export class DeviceTable {
   /** Clear the part of block `b` (VA block `vb`) inside [start, end); returns the pages dropped. */
   private dropInBlock(b: number, vb: number, start: number, end: number): number {
     const o = b * BLOCK_STRIDE;
-    const ent = this.blk[o + B_ENTRY];
+    const ent = this.dir.blk[o + B_ENTRY];
     if (ent === 0) return 0;
     const base = vb * BLOCK_SIZE;
     const lo = start <= base ? 0 : Math.floor((start - base) / 4096);
@@ -445,7 +367,7 @@ export class DeviceTable {
     if (lo >= hi) return 0;
     let dropped = 0;
     if (ent > 0 && lo === 0 && hi === BLOCK_PAGES) {
-      this.blk[o + B_ENTRY] = 0;
+      this.dir.blk[o + B_ENTRY] = 0;
       this.nHuge--;
       dropped = BLOCK_PAGES;
     } else {
@@ -461,7 +383,7 @@ export class DeviceTable {
       // A leaf keeps no count (mirrorPte stays a single store): look for a survivor instead.
       if (dropped > 0 && this.leafEmpty(p)) {
         this.freeLeaf(leaf);
-        this.blk[o + B_ENTRY] = 0;
+        this.dir.blk[o + B_ENTRY] = 0;
       }
     }
     this.resetCaches();
@@ -476,8 +398,8 @@ export class DeviceTable {
   dropMm(mmId: number, onAux: ((aux: number) => void) | null): number {
     this.resetCaches();
     let dropped = 0;
-    const blk = this.blk;
-    for (let b = 0; b < this.blockTop; b++) {
+    const blk = this.dir.blk;
+    for (let b = 0; b < this.dir.top; b++) {
       const o = b * BLOCK_STRIDE;
       if (blk[o + B_MM] !== mmId) continue;
       dropped += this.dropInBlock(b, blk[o + B_VB], 0, 2 ** 48);
@@ -499,7 +421,7 @@ export class DeviceTable {
     const vb = Math.floor(va / BLOCK_SIZE);
     const b = this.find(mmId, vb);
     if (b === NONE) return 0;
-    const ent = this.blk[b * BLOCK_STRIDE + B_ENTRY];
+    const ent = this.dir.blk[b * BLOCK_STRIDE + B_ENTRY];
     const i = Math.floor((va - vb * BLOCK_SIZE) / 4096);
     if (ent < 0) return this.leaves[(-1 - ent) * BLOCK_PAGES + i];
     return ent === 0 ? 0 : ent + i * 8;
@@ -508,7 +430,7 @@ export class DeviceTable {
   /** Whether block (mmId, vb) is one 2 MiB entry. */
   isHuge(mmId: number, vb: number): boolean {
     const b = this.find(mmId, vb);
-    return b !== NONE && this.blk[b * BLOCK_STRIDE + B_ENTRY] > 0;
+    return b !== NONE && this.dir.blk[b * BLOCK_STRIDE + B_ENTRY] > 0;
   }
 
   /** Fill `out[0..511]` with the encoded entries of block (mmId, vb) (0 where none). */
@@ -516,7 +438,7 @@ export class DeviceTable {
     out.fill(0, 0, BLOCK_PAGES);
     const b = this.find(mmId, vb);
     if (b === NONE) return;
-    const ent = this.blk[b * BLOCK_STRIDE + B_ENTRY];
+    const ent = this.dir.blk[b * BLOCK_STRIDE + B_ENTRY];
     if (ent < 0) out.set(this.leaves.subarray((-1 - ent) * BLOCK_PAGES, -ent * BLOCK_PAGES));
     else if (ent > 0) for (let i = 0; i < BLOCK_PAGES; i++) out[i] = ent + i * 8;
   }
@@ -525,7 +447,7 @@ export class DeviceTable {
   accessCount(mmId: number, vb: number): number {
     this.flushCount();
     const b = this.find(mmId, vb);
-    return b === NONE ? 0 : this.blk[b * BLOCK_STRIDE + B_ACCESS];
+    return b === NONE ? 0 : this.dir.blk[b * BLOCK_STRIDE + B_ACCESS];
   }
 
   /** Reset block (mmId, vb)'s access count (it migrated). */
@@ -533,31 +455,31 @@ export class DeviceTable {
     const b = this.find(mmId, vb);
     if (b === NONE) return;
     this.resetCaches();
-    this.blk[b * BLOCK_STRIDE + B_ACCESS] = 0;
+    this.dir.blk[b * BLOCK_STRIDE + B_ACCESS] = 0;
   }
 
   /** The residency record of block (mmId, vb), or -1. */
   auxOf(mmId: number, vb: number): number {
     const b = this.find(mmId, vb);
-    return b === NONE ? NONE : this.blk[b * BLOCK_STRIDE + B_AUX] - 1;
+    return b === NONE ? NONE : this.dir.blk[b * BLOCK_STRIDE + B_AUX] - 1;
   }
 
   /** Attach residency record `aux` to block (mmId, vb) (created if needed); returns the block record. */
   setAux(mmId: number, vb: number, aux: number): number {
     const b = this.findOrCreate(mmId, vb);
-    this.blk[b * BLOCK_STRIDE + B_AUX] = aux + 1;
+    this.dir.blk[b * BLOCK_STRIDE + B_AUX] = aux + 1;
     return b;
   }
 
   /** Detach the residency record of block record `b` (freeing the block if it holds nothing else). */
   clearAux(b: number): void {
-    this.blk[b * BLOCK_STRIDE + B_AUX] = 0;
+    this.dir.blk[b * BLOCK_STRIDE + B_AUX] = 0;
     this.maybeFree(b);
   }
 
   /** The key of block record `b`: its mm id and VA block index. */
   keyOf(b: number): { mmId: number; vb: number } {
-    return { mmId: this.blk[b * BLOCK_STRIDE + B_MM], vb: this.blk[b * BLOCK_STRIDE + B_VB] };
+    return { mmId: this.dir.blk[b * BLOCK_STRIDE + B_MM], vb: this.dir.blk[b * BLOCK_STRIDE + B_VB] };
   }
 
   /**
@@ -565,8 +487,8 @@ export class DeviceTable {
    * (order 9) and per valid 4 KiB entry (order 0).
    */
   forEachEntry(visit: (mmId: number, va: number, entry: number, order: number) => void): void {
-    const blk = this.blk;
-    for (let b = 0; b < this.blockTop; b++) {
+    const blk = this.dir.blk;
+    for (let b = 0; b < this.dir.top; b++) {
       const o = b * BLOCK_STRIDE;
       const mm = blk[o + B_MM];
       if (mm === NONE) continue;
@@ -585,18 +507,13 @@ export class DeviceTable {
 
   /** Forget everything (device release). */
   clear(): void {
-    this.blk.fill(0);
-    this.blockTop = 0;
-    this.freeBlock = NONE;
-    this.nBlocks = 0;
-    this.buckets = new Int32Array(MIN_BUCKETS).fill(NONE);
-    this.shift = 32 - Math.log2(MIN_BUCKETS);
+    this.tBlock = NONE;
+    this.dir.clear();
     this.leaves.fill(0);
     this.nLeafFree = 0;
     this.leafTop = 0;
     this.nLeaves = 0;
     this.nHuge = 0;
-    this.tBlock = NONE;
     this.resetCaches();
   }
 }

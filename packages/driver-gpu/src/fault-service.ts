@@ -11,22 +11,16 @@
  *   evicting other blocks, and make one core call per contiguous region;
  * - cancel what cannot be serviced: a faulted page still without a translation allowing its
  *   access is faulted again alone, and an EFAULT, EPERM or ENOMEM from the core cancels that
- *   page's entries (UVM cancels the faulting accesses: uvm_va_block_service_locked errors go to
- *   cancel_fault_precise_va).
+ *   page's entries (UVM flags faults it cannot service as fatal and cancels their accesses,
+ *   cancel_fault_precise_va in the same file).
  */
-import {
-  type Device,
-  type DeviceFaultBatch,
-  DriverError,
-  type HmmCore,
-  type MigrateResult,
-} from "@hmmkit/core";
-import { BLOCK_BYTES, BLOCK_PAGES, type DeviceTable } from "./device-table.js";
-import type { GpuStats } from "./gpu-stats.js";
+import { type DeviceFaultBatch, DriverError, type HmmCore, type MigrateResult } from "@hmmkit/core";
+import { BLOCK_BYTES, BLOCK_PAGES } from "./device-table.js";
+import { type EvictionHost, makeRoom } from "./eviction.js";
 import type { GpuOptions } from "./options.js";
 import { computePrefetch, PrefetchScratch } from "./prefetch.js";
 import { PTE_DEVICE, PTE_WRITE } from "./pte-encoding.js";
-import { BOUNCE_NONE, BOUNCE_PINNED, type Residency } from "./residency.js";
+import { BOUNCE_NONE, BOUNCE_PINNED } from "./residency.js";
 
 const PAGE = 4096;
 /** Entries per batch the sort key can index (DeviceConfig.faultBuffer's maximum). */
@@ -46,18 +40,10 @@ function errnoOf(e: unknown): string | null {
 }
 
 /** What the service needs from its driver. */
-export interface FaultServiceHost {
-  readonly core: HmmCore;
-  readonly table: DeviceTable;
-  readonly residency: Residency;
+export interface FaultServiceHost extends EvictionHost {
   readonly options: GpuOptions;
-  readonly gpuStats: GpuStats;
-  /** The driver's Device (looked up on first use: it does not exist while the driver is built). */
-  device(): Device;
   /** Whether migrations move whole blocks (the device config's compoundMigration). */
   readonly compound: boolean;
-  /** Set while the service evicts (copyFromDevice then is not a CPU bounce). */
-  evicting: boolean;
   /** Report the table's bytes to the device's stats. */
   reportBytes(): void;
 }
@@ -274,7 +260,7 @@ export class FaultService {
       if (w && pf[i]) prefetched++;
     }
     if (need === 0) return;
-    yield* this.makeRoom(need, aux);
+    yield* makeRoom(h, need, aux, this.epoch);
     const base = vb * BLOCK_BYTES;
     let migrated = 0;
     for (let i = 0; i < BLOCK_PAGES; ) {
@@ -376,55 +362,6 @@ export class FaultService {
         const errno = cancelErrno(err);
         if (errno === null) throw err;
         this.cancelPage(batch, u, errno);
-      }
-      if (h.device().state !== "active") return;
-    }
-  }
-
-  /**
-   * Evict blocks (LRU or clock, never `keep` nor a block serviced in this batch) until `need`
-   * device frames are free or no victim is left: each victim block's pages go home with
-   * migrateToRam, VMA by VMA.
-   */
-  private *makeRoom(need: number, keep: number): Steps<void> {
-    const h = this.h;
-    const mem = h.device().memory;
-    const want = Math.min(need, mem.npages);
-    for (let guard = 0; mem.free < want && guard < mem.npages; guard++) {
-      const v = h.residency.victim(this.epoch, keep);
-      if (v < 0) return;
-      const b = h.residency.block(v);
-      const { mmId, vb } = h.table.keyOf(b);
-      const vmm = h.core.mmById(mmId);
-      let moved = 0;
-      if (vmm !== undefined && !vmm.exited) {
-        const base = vb * BLOCK_BYTES;
-        const end = base + BLOCK_BYTES;
-        h.evicting = true;
-        try {
-          for (
-            let vma = vmm.vmas.findFrom(base);
-            vma !== null && vma.start < end;
-            vma = vmm.vmas.findFrom(vma.end)
-          ) {
-            if (!vma.readable) continue;
-            const r = yield* h.core.migrateToRamSteps(
-              h.device(),
-              vmm,
-              Math.max(base, vma.start),
-              Math.min(end, vma.end),
-            );
-            moved += r.migrated;
-          }
-        } finally {
-          h.evicting = false;
-        }
-      }
-      h.device().stats.evictions += moved;
-      if (moved > 0) h.gpuStats.evictedBlocks++;
-      if (h.residency.block(v) === b) {
-        h.residency.free(v);
-        h.table.clearAux(b);
       }
       if (h.device().state !== "active") return;
     }

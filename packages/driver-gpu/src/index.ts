@@ -1,5 +1,6 @@
 import "reflect-metadata";
 
+export * from "./block-directory.js";
 export * from "./device-table.js";
 export * from "./gpu-driver.js";
 export * from "./gpu-stats.js";
