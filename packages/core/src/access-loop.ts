@@ -1,3 +1,4 @@
+import { compilePerClass } from "./compile-per-class.js";
 import type { HmmDriver } from "./contract.js";
 import type { DeviceFaultBatch } from "./device-access.js";
 
@@ -35,10 +36,8 @@ interface FrameStore {
  * stalls. One `translate` call per access, everything in locals, no allocation.
  *
  * It names nothing outside itself, only its parameters and literals (0 read, 1 write, 2 atomic,
- * -1 TRANSLATE_MISS, 1 done): `issueLoopFor` compiles a copy of its source per driver class, so
- * that each copy's `translate` call site sees one class, stays monomorphic and is inlined. One
- * shared loop goes polymorphic as soon as two driver classes have run in the process (a compare
- * run, a test suite) and then costs 3-4x per access, mostly boxing the address argument.
+ * -1 TRANSLATE_MISS, 1 done): `issueLoopFor` gives each driver class its own compiled copy, so
+ * its `translate` call stays monomorphic and inlined (see compilePerClass).
  */
 function issueLoop(
   host: LoopHost,
@@ -117,15 +116,5 @@ function issueLoop(
 /** The issue loop's type. */
 export type IssueLoop = typeof issueLoop;
 
-const compiled = new WeakMap<object, IssueLoop>();
-
-/** The copy of the issue loop for `driver`'s class (compiled on first use, see issueLoop). */
-export function issueLoopFor(driver: HmmDriver): IssueLoop {
-  const key = (Object.getPrototypeOf(driver) as object | null) ?? driver;
-  let loop = compiled.get(key);
-  if (loop === undefined) {
-    loop = new Function(`"use strict"; return (${issueLoop.toString()});`)() as IssueLoop;
-    compiled.set(key, loop);
-  }
-  return loop;
-}
+/** The copy of the issue loop for `driver`'s class (compiled on first use, see compilePerClass). */
+export const issueLoopFor: (driver: HmmDriver) => IssueLoop = compilePerClass(issueLoop);

@@ -4,6 +4,7 @@ import { type CallbackHolder, type CallbackScope, HELD, scopeOf } from "./callba
 import type { DeviceTranslation, HmmDriver } from "./contract.js";
 import type { DeviceFaultBatch } from "./device-access.js";
 import { type ContractViolation, DriverError, HmmError } from "./errors.js";
+import { type PteLoop, PteLoopState, pteLoopFor } from "./pte-loop.js";
 import type { DeviceStats } from "./stats.js";
 
 /** How the core reports pages to a driver. */
@@ -35,6 +36,9 @@ export class DriverDispatcher implements CallbackHolder {
   private copySpfn = NO_COPY;
   private copyDpfn = NO_COPY;
   private copyToDev = false;
+  /** The per-PTE loop compiled for this driver's class, and its state. */
+  private readonly pteLoop: PteLoop;
+  private readonly pteState = new PteLoopState();
 
   constructor(
     readonly deviceName: string,
@@ -50,6 +54,7 @@ export class DriverDispatcher implements CallbackHolder {
     private readonly maxTranslations: () => number = () => Number.MAX_SAFE_INTEGER,
   ) {
     this.scope = scopeOf(machine);
+    this.pteLoop = pteLoopFor(driver);
   }
 
   /** True once the driver has failed. */
@@ -227,15 +232,20 @@ export class DriverDispatcher implements CallbackHolder {
         this.stats.arrayCallbacks++;
         ret = d.mirrorPtes!(mmId, va, count, p.subarray(0, count), f.subarray(0, count));
       } else {
-        let i = 0;
-        while (i < count) {
-          cur = va + i * 4096;
-          ret = d.mirrorPte!(mmId, cur, pfns[pfnOff + i], flags[flagOff + i]);
-          i++;
-          // A breach recorded, or a thenable returned, ends the run at this page.
-          if (this.violation !== null || (ret !== undefined && isThenable(ret))) break;
+        const out = this.pteState;
+        out.threw = false;
+        // The loop reads the breach slot (`violation`) through its own narrow view of this object.
+        const host = this as unknown as { readonly violation: unknown };
+        this.pteLoop(host, isThenable, d, mmId, va, count, pfns, pfnOff, flags, flagOff, out);
+        this.stats.pteCallbacks += out.i;
+        cur = out.cur;
+        ret = out.ret;
+        out.ret = undefined;
+        if (out.threw) {
+          threw = true;
+          thrown = out.thrown;
+          out.thrown = undefined;
         }
-        this.stats.pteCallbacks += i;
       }
     } catch (e) {
       threw = true;
