@@ -109,4 +109,53 @@ describe("gpu device page table", () => {
     expect(r.completed).toBe(512);
     for (let i = 0; i < 512; i++) expect(acc.seen[i]).toBe(s.p.readPageHash(base + i * PAGE));
   });
+
+  it("the array form (callbackMode array) fills the same 4 KiB entries as mirrorPte", () => {
+    const s = makeGpu({ migrate: "none", callbackMode: "array" });
+    expect(s.dev.callbackMode).toBe("array");
+    const base = mmapSmall(s.p, 4 * MiB);
+    s.p.touch(base, 4 * MiB, true, 5);
+    s.core.deviceFault(s.dev, s.p, base + 3 * PAGE, base + 4 * MiB - 5 * PAGE, true);
+    expect(s.dev.stats.arrayCallbacks).toBeGreaterThan(0);
+    expect(s.dev.stats.pteCallbacks).toBe(0);
+    const ts = s.core.translations(s.dev);
+    expect(ts).toHaveLength(1024 - 8);
+    expect(s.drv.translate(s.p.mm.id, base + 2 * PAGE, false)).toBe(TRANSLATE_MISS);
+    expect(expectCoherent(s.core, s.dev, [s.p.mm])).toBe(1024 - 8);
+  });
+
+  it("device-exclusive entries translate to the system frame and go when the CPU takes the page back", () => {
+    const s = makeGpu({ migrate: "none" });
+    const base = mmapSmall(s.p, 2 * MiB);
+    s.p.touch(base, 8 * PAGE, true, 9);
+    expect(s.core.makeExclusive(s.dev, s.p, base, base + 4 * PAGE)).toBe(4);
+    const ts = s.core.translations(s.dev);
+    expect(ts).toHaveLength(4);
+    expect(ts.every((t) => t.exclusive === true && t.writable && !t.devicePrivate)).toBe(true);
+    expect(s.drv.translate(s.p.mm.id, base, true)).toBe(ts[0].pfn);
+    expectCoherent(s.core, s.dev, [s.p.mm]);
+    s.p.readPageHash(base + PAGE); // restores the CPU entry: an EXCLUSIVE invalidation
+    expect(s.drv.translate(s.p.mm.id, base + PAGE, false)).toBe(TRANSLATE_MISS);
+    expect(s.core.translations(s.dev)).toHaveLength(3);
+    expectCoherent(s.core, s.dev, [s.p.mm]);
+  });
+
+  it("migrating part of a mirrored THP splits the 2 MiB entry first, then the core's whole-PMD CLEAR drops the rest", () => {
+    const s = makeGpu({ migrate: "none" });
+    const base = mmapHuge(s.p, BLOCK);
+    s.p.touch(base, BLOCK, true, 3);
+    s.core.deviceFault(s.dev, s.p, base, base + BLOCK, false);
+    expect(s.drv.table.nHuge).toBe(1);
+    s.core.migrateToDevice(s.dev, s.p, base + 64 * PAGE, base + 128 * PAGE);
+    // The partial MIGRATE came first (a split, 64 pages dropped), then the split's whole-PMD
+    // CLEAR (the other 448).
+    expect(s.drv.gpuStats.hugeSplits).toBe(1);
+    expect(s.dev.stats.pagesDropped).toBe(512);
+    // What is left is exactly what the CPU maps: the 64 device-private pages (re-reported after
+    // the migration) and nothing stale.
+    expectCoherent(s.core, s.dev, [s.p.mm]);
+    const ts = s.core.translations(s.dev);
+    expect(ts.filter((t) => t.devicePrivate)).toHaveLength(64);
+    expect(s.dev.stats.tlbFlushes).toBe(2);
+  });
 });
