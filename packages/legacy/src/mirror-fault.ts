@@ -1,6 +1,5 @@
 import {
   DriverError,
-  HMM_PFN_ERROR,
   HMM_PFN_VALID,
   HMM_PFN_WRITE,
   HmmError,
@@ -10,6 +9,9 @@ import {
 } from "@hmmkit/core";
 import { EACCES, EAGAIN, EBUSY, EFAULT, EINVAL, ENODEV, ENOENT, ENOMEM, errnoOf } from "./errors.js";
 import { type FaultMirror, PAGE_SIZE, PMD_SIZE } from "./types.js";
+
+/** Internal: the walk met entries that needed CPU faults (-ENOENT) and the core's walk ran them. */
+const ENOENT_FAULTED = 1000;
 
 /** Restarts (-EAGAIN) one fault may take before it gives up with -EBUSY (v12 loops without bound). */
 export const MAX_FAULT_RETRIES = 64;
@@ -85,6 +87,10 @@ export function* hmmMirrorFaultSteps(
         const r = yield* cpuFault(mirror, w.addr, evEnd, write);
         if (r !== 0) return r;
         w.ret = -EAGAIN;
+      } else if (w.ret === -ENOENT_FAULTED) {
+        // The same, with the CPU faults already run by the core's walk.
+        sm.counters.enoentFaults++;
+        w.ret = -EAGAIN;
       }
       if (w.ret === -EAGAIN) {
         sm.counters.eagainRetries++;
@@ -105,9 +111,9 @@ export function* hmmMirrorFaultSteps(
 
 /**
  * One walk_page_range of hmm_mirror_handle_fault over [addr, end) (one VMA): per PMD,
- * hmm_mirror_fault_pmd / hmm_mirror_fault_hpmd. The CPU page table is read as v12 reads it (a
- * look, no fault); the entries that are present and allow the access are filled into hmm_pt
- * through the core's walk (whose mirror callbacks write them, under the leaf directory's lock).
+ * hmm_mirror_fault_pmd / hmm_mirror_fault_hpmd. The PMD's state is looked at as v12's pmd_entry
+ * does (no fault); the entries are filled into hmm_pt through the core's walk, whose mirror
+ * callbacks write them under the leaf directory's lock.
  */
 function* walkRange(mirror: FaultMirror, addr: number, end: number, write: boolean): Steps<Walk> {
   const sm = mirror.device;
@@ -116,13 +122,14 @@ function* walkRange(mirror: FaultMirror, addr: number, end: number, write: boole
   let a = addr;
   let from = addr;
   let to = addr;
+  let enoent = false;
   while (a < end) {
     // hmm_mirror_fault_pmd: "if (event->backoff) return -EAGAIN;"
     if (mirror.backoff) return { ret: -EAGAIN, addr: a, from, to: Math.max(to, a) };
     const pmdStart = a - (a % PMD_SIZE);
     const chunkEnd = Math.min(end, pmdStart + PMD_SIZE);
-    const look = snapshotRange(mm, owner, a, chunkEnd).flags;
-    const f0 = look[0];
+    // The PMD as v12's pmd_entry sees it: one page's look tells a huge PMD (order 9).
+    const f0 = snapshotRange(mm, owner, a, a + PAGE_SIZE).flags[0];
     if (f0 & HMM_PFN_VALID && hmmPfnToMapOrder(f0) === 9) {
       // hmm_mirror_fault_hpmd: pmd_lock, and the PMD must still be huge (else -EAGAIN).
       yield "legacy:pmd-lock";
@@ -142,27 +149,20 @@ function* walkRange(mirror: FaultMirror, addr: number, end: number, write: boole
       a = chunkEnd;
       to = pmdStart + PMD_SIZE;
     } else {
-      // hmm_mirror_fault_pmd over page entries: fill up to the first entry that is not present
-      // (none, swap, another device's page, PROT_NONE: never populated) or, for a write fault,
-      // not writable; that one is -ENOENT.
-      const n = look.length;
-      let good = 0;
-      while (good < n) {
-        const f = look[good];
-        if (!(f & HMM_PFN_VALID) || f & HMM_PFN_ERROR || (write && !(f & HMM_PFN_WRITE))) break;
-        good++;
-      }
-      if (good > 0) {
-        const r = yield* fillThroughCore(mirror, a, a + good * PAGE_SIZE, write);
-        if (r !== 0) return { ret: r, addr: a, from, to: Math.max(to, a) };
-      }
-      if (good < n)
-        return { ret: -ENOENT, addr: a + good * PAGE_SIZE, from, to: Math.max(to, a + good * PAGE_SIZE) };
+      // hmm_mirror_fault_pmd over page entries: the core's walk fills what is present and allows
+      // the access. Where it found entries missing, not present, or (for a write) read-only, it
+      // ran their CPU faults as it went (v12: -ENOENT, then hmm_mm_fault to the end of the event);
+      // the walk goes on, and the event restarts once it is done (-EAGAIN below). PROT_NONE is
+      // never populated: its fault is -EFAULT.
+      const r = yield* fillThroughCore(mirror, a, chunkEnd, write);
+      if (r < 0) return { ret: r, addr: a, from, to: Math.max(to, a) };
+      if (r > 0) enoent = true;
       a = chunkEnd;
+      to = a;
     }
     if (a < end) yield "legacy:next-pmd";
   }
-  return { ret: 0, addr: a, from, to: Math.max(to, a) };
+  return { ret: enoent ? -ENOENT_FAULTED : 0, addr: a, from, to: Math.max(to, a) };
 }
 
 /**
@@ -172,9 +172,16 @@ function* walkRange(mirror: FaultMirror, addr: number, end: number, write: boole
  */
 function* fillThroughCore(mirror: FaultMirror, a: number, b: number, write: boolean): Steps<number> {
   const sm = mirror.device;
+  const mm = mirror.hmm!.mm;
   try {
-    yield* sm.core.deviceFaultSteps(sm.device, mirror.hmm!.mm, a, b, write);
-    return 0;
+    const r = yield* sm.core.deviceFaultSteps(sm.device, mm, a, b, write);
+    // This device's own read-only device pages on a write (shared after fork): handle_mm_fault
+    // with FAULT_FLAG_WRITE brings them home; the restart then breaks COW.
+    if (write && r.reportedReadOnly > 0) {
+      yield* sm.core.migrateToRamSteps(sm.device, mm, a, b);
+      return 1;
+    }
+    return r.cpuFaults > 0 ? 1 : 0;
   } catch (e) {
     return faultErrno(e);
   }

@@ -68,7 +68,7 @@ describe("hmm_mirror_fault", () => {
     expect(hmmPtePfn(e.lo, e.hi)).toBe(proc.lastPfn);
   });
 
-  it("a missing CPU entry gets -ENOENT: the CPU fault runs from there and the walk retries", () => {
+  it("a missing CPU entry is v12's -ENOENT case: its CPU fault runs, the event restarts once (-EAGAIN) and every entry is valid", () => {
     const sys = makeSystem();
     const { proc } = sys;
     const va = mmapPrivate(proc, 8 * PAGE);
