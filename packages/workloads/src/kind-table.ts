@@ -102,7 +102,7 @@ export const WORKLOAD_KINDS: Readonly<Record<WorkloadKind, KindInfo>> = {
   },
   fork: {
     summary:
-      "the process forks while the device reads its memory; then parent, child and device write; the digest covers parent and child",
+      "the process forks while the device reads its memory; then both CPU threads and the device write in both address spaces; the digest covers parent and child",
     keys: {
       size: size(4 * MiB),
       write: write(0.5, "fraction of pages each side writes after the fork"),

@@ -110,6 +110,14 @@ describe("runWorkload: the digest", () => {
     expect(noThp.digest).toBe(base.digest);
   });
 
+  it("after a fork the device writes in both address spaces (write=1: every odd page of each)", () => {
+    const r = runWorkload({ spec: "fork:size=256KiB,write=1", plugin: migratingPlugin, device: DEVICE });
+    expectClean(r);
+    // fork phase: 64 reads; after it: 32 parent writes + 32 child writes; check: 64 + 64 reads.
+    expect(r.deviceStats.accesses).toBe(64 + 32 + 32 + 128);
+    expect(r.cpuStats.cowCopies).toBeGreaterThan(0);
+  });
+
   it("a fork's digest covers the parent and the child", () => {
     const r = runWorkload({ spec: SPECS.fork, plugin: mapMirrorPlugin, device: DEVICE });
     const [parent, child] = r.digest.split("+");

@@ -7,9 +7,10 @@ import { initPhase, type Params, SALT_CPU_WRITE, SALT_WRITE, type WorkloadGenera
  * writes nothing in that phase: a write racing the fork would make the child's copy depend on
  * the interleaving). After the fork, `write` of the parent's pages are written (alternately by
  * the parent's CPU thread and by the device, which breaks COW through a device write fault), the
- * device reads the rest, and the child's CPU thread writes `write` of its pages and reads the
- * others. A last phase reads everything back: the device both address spaces, each CPU thread
- * half of its own.
+ * device reads the rest; `write` of the child's pages are written too (by the child's CPU thread,
+ * and by the device, which mirrors the child as well and breaks COW on the child's side), and the
+ * child reads the others. A last phase reads everything back: the device both address spaces,
+ * each CPU thread half of its own.
  */
 export const forkWorkload: WorkloadGenerator = {
   pages: (p: Params) => p.size / PAGE_SIZE,
@@ -32,8 +33,10 @@ export const forkWorkload: WorkloadGenerator = {
           if (i % 2 === 0) ph.cpuWrite(r, i);
           else ph.deviceWrite(r, i);
         } else ph.deviceRead(r, i);
-        if (unit5(w.seed, ph.index, c.id, i, SALT_CPU_WRITE) < p.write) ph.cpuWrite(c, i);
-        else ph.cpuRead(c, i);
+        if (unit5(w.seed, ph.index, c.id, i, SALT_CPU_WRITE) < p.write) {
+          if (i % 2 === 0) ph.cpuWrite(c, i);
+          else ph.deviceWrite(c, i);
+        } else ph.cpuRead(c, i);
       }
     });
     if (!wrote) return;
