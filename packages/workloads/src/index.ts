@@ -1,4 +1,3 @@
-export { type CoherenceResult, checkCoherence } from "./coherence.js";
 export { PhaseRuleError, WorkloadSpecError, type WorkloadSpecProblem } from "./errors.js";
 export { type KindInfo, WORKLOAD_KIND_NAMES, WORKLOAD_KINDS, type WorkloadKind } from "./kind-table.js";
 export type { RunWorkloadOptions } from "./options.js";

@@ -1,7 +1,6 @@
-import type { Device, DeviceConfig, HmmPlugin, HmmSystem } from "@hmmkit/core";
+import { type Device, type DeviceConfig, didYouMean, type HmmPlugin, type HmmSystem } from "@hmmkit/core";
 import { describeValue } from "@hmmkit/mm";
 import { z } from "zod";
-import { didYouMean } from "./did-you-mean.js";
 import { badConfig } from "./errors.js";
 import type { WorkloadSpec } from "./spec.js";
 import type { CoherenceChecks } from "./workload-run.js";

@@ -1,4 +1,4 @@
-import { didYouMean } from "./did-you-mean.js";
+import { didYouMean } from "@hmmkit/core";
 import { WorkloadSpecError } from "./errors.js";
 import { WORKLOAD_KIND_NAMES, WORKLOAD_KINDS, type WorkloadKind } from "./kind-table.js";
 import { describeKeyForm, formatKeyValue, parseKeyValue } from "./spec-keys.js";

@@ -1,4 +1,5 @@
 import {
+  checkCoherence,
   DEVICE_READ,
   DEVICE_WRITE,
   type Device,
@@ -23,7 +24,6 @@ import {
   type Process,
   stampToken,
 } from "@hmmkit/mm";
-import { checkCoherence } from "./coherence.js";
 import { CpuScript, cpuScriptSteps } from "./cpu-script.js";
 import { DeviceStream } from "./device-stream.js";
 import { DataOracle, MAX_REPORTED } from "./oracle.js";
@@ -289,7 +289,7 @@ export class WorkloadRun implements PhaseSink {
   /** Check every translation against the CPU page table (skipped once the device is not active). */
   checkCoherence(): void {
     if (this.dev.state !== "active") return;
-    const c = checkCoherence(this.system.core, this.dev);
+    const c = checkCoherence(this.system.core, this.dev, MAX_REPORTED);
     this.coherenceChecks++;
     this.coherencePages += c.pages;
     this.coherenceViolations += c.violations;

@@ -236,8 +236,8 @@ describe("runWorkload: options", () => {
 
   it("refuse an unknown key, with did-you-mean and the known keys", () => {
     bad(
-      { spec: "stream", plugin: mapMirrorPlugin, sede: 1 },
-      "unknown key 'sede' (did you mean 'seed'?)",
+      { spec: "stream", plugin: mapMirrorPlugin, sed: 1 },
+      "unknown key 'sed' (did you mean 'seed'?)",
       "known keys: spec, seed",
     );
     bad(
