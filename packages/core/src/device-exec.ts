@@ -158,8 +158,16 @@ export class DeviceRun implements LoopHost {
     while (i < w1) {
       i = this.issue(i, w1);
       if (!this.active()) return;
-      if (this.batch.count === this.batch.capacity) yield* this.serviceBatch();
-      if (!this.active()) return;
+      // A full buffer is serviced and its stalled accesses replayed before more are issued, as
+      // UVM's default replay policy (UVM_PERF_FAULT_REPLAY_POLICY_BATCH) replays after every batch.
+      while (this.batch.count === this.batch.capacity) {
+        yield* this.serviceBatch();
+        if (!this.active()) return;
+        yield "device:replay";
+        if (!this.active()) return;
+        this.replay();
+        if (!this.active()) return;
+      }
     }
     while (this.npending > 0) {
       if (this.batch.count > 0) yield* this.serviceBatch();
