@@ -1,4 +1,4 @@
-import { type Machine, setReentryGuard } from "@hmmkit/mm";
+import { describeReentry, type Machine, setReentryGuard } from "@hmmkit/mm";
 
 /**
  * What the kernel holds while each callback runs, for the message that refuses a re-entry (see
@@ -35,7 +35,9 @@ export function scopeOf(machine: Machine): CallbackScope {
     const scope = new CallbackScope();
     s = scope;
     scopes.set(machine, scope);
-    setReentryGuard(machine, (op) => scope.running?.refuse(op));
+    setReentryGuard(machine, (op, va) => {
+      if (scope.running !== null) scope.running.refuse(describeReentry(op, va));
+    });
   }
   return s;
 }

@@ -14,7 +14,7 @@ export * from "./mman.js";
 export * from "./notifier.js";
 export * from "./page-table.js";
 export * from "./process.js";
-export { type ReentryGuard, setReentryGuard } from "./reentry.js";
+export { describeReentry, type ReentryGuard, setReentryGuard } from "./reentry.js";
 export * from "./rmap.js";
 export * from "./rmap-walk.js";
 export { dumpRegion, FrameIds } from "./scenario/dump.js";

@@ -1,14 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { hex, Machine, setReentryGuard } from "../src/index.js";
+import { describeReentry, hex, Machine, setReentryGuard } from "../src/index.js";
 import { mmapPrivate, PAGE } from "./helpers.js";
 
 /** A fake re-entry guard that records what it was asked about and refuses while `refusing`. */
 class RecordingFakeGuard {
   ops: string[] = [];
   refusing = false;
-  readonly guard = (op: string): void => {
-    this.ops.push(op);
-    if (this.refusing) throw new Error(`refused: ${op}`);
+  readonly guard = (op: string, va?: number): void => {
+    const what = describeReentry(op, va);
+    this.ops.push(what);
+    if (this.refusing) throw new Error(`refused: ${what}`);
   };
 }
 
