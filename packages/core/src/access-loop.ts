@@ -2,14 +2,19 @@ import { compilePerClass } from "./compile-per-class.js";
 import type { HmmDriver } from "./contract.js";
 import type { DeviceFaultBatch } from "./device-access.js";
 
-/** Where the hot loop stopped and what it counted (one per run, reused by every call). */
+/** Slots of the loop's counters (`LoopState.counts`). */
+export const LOOP_HITS = 0;
+export const LOOP_MISSES = 1;
+export const LOOP_REMOTE = 2;
+export const LOOP_LOCAL = 3;
+
+/**
+ * What the hot loop counted (typed-array slots: a store into one has the same feedback on every
+ * call, where a named field stored after the loop deoptimized the loop's on-stack-replaced code
+ * at every run) and what it threw (set in its catch only).
+ */
 export class LoopState {
-  /** The next access to issue. */
-  i = 0;
-  hits = 0;
-  misses = 0;
-  remote = 0;
-  local = 0;
+  readonly counts = new Float64Array(4);
   threw = false;
   thrown: unknown = undefined;
 }
@@ -31,7 +36,8 @@ interface FrameStore {
 }
 
 /**
- * Issue accesses `i`..`end` through `drv.translate` until the end or a full fault buffer: a hit
+ * Issue accesses `i`..`end` through `drv.translate` until the end or a full fault buffer, and
+ * return the next access to issue (counts in `out.counts`, LOOP_* slots): a hit
  * completes against its frame (reads record the page hash, writes stamp the page), a miss
  * stalls. One `translate` call per access, everything in locals, no allocation.
  *
@@ -57,7 +63,7 @@ function issueLoop(
   nlocal: number,
   verify: boolean,
   out: LoopState,
-): void {
+): number {
   const cap = batch.capacity;
   let hits = 0;
   let misses = 0;
@@ -106,11 +112,12 @@ function issueLoop(
     out.threw = true;
     out.thrown = e;
   }
-  out.i = i;
-  out.hits = hits;
-  out.misses = misses;
-  out.remote = remote;
-  out.local = localHits;
+  const counts = out.counts;
+  counts[0] = hits;
+  counts[1] = misses;
+  counts[2] = remote;
+  counts[3] = localHits;
+  return i;
 }
 
 /** The issue loop's type. */

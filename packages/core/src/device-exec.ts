@@ -1,5 +1,14 @@
 import { hex, type Mm, MmError } from "@hmmkit/mm";
-import { type IssueLoop, issueLoopFor, type LoopHost, LoopState } from "./access-loop.js";
+import {
+  type IssueLoop,
+  issueLoopFor,
+  LOOP_HITS,
+  LOOP_LOCAL,
+  LOOP_MISSES,
+  LOOP_REMOTE,
+  type LoopHost,
+  LoopState,
+} from "./access-loop.js";
 import type { Device } from "./device.js";
 import {
   CANCEL_ERRNOS,
@@ -120,10 +129,13 @@ export class DeviceRun implements LoopHost {
     this.wave = Math.max(1, Math.min(options.wave ?? acc.count, acc.count));
     this.verify = options.verifyTranslations !== false;
     this.issueLoop = issueLoopFor(dev.dispatcher.driver);
-    this.pending = new Int32Array(this.wave);
-    this.next = new Int32Array(this.wave);
-    this.rounds = new Uint8Array(this.wave);
-    this.nextRounds = new Uint8Array(this.wave);
+    // The stalled-access lists start small and grow by doubling (never past the wave): a run that
+    // hits everywhere allocates nothing per access.
+    const cap0 = Math.min(this.wave, 1024);
+    this.pending = new Int32Array(cap0);
+    this.next = new Int32Array(cap0);
+    this.rounds = new Uint8Array(cap0);
+    this.nextRounds = new Uint8Array(cap0);
   }
 
   /** The run, as a step generator. */
@@ -191,7 +203,7 @@ export class DeviceRun implements LoopHost {
     out.threw = false;
     out.thrown = undefined;
     const prev = d.beginTranslate();
-    this.issueLoop(
+    const next = this.issueLoop(
       this,
       d.driver,
       this.mm.id,
@@ -211,23 +223,39 @@ export class DeviceRun implements LoopHost {
       out,
     );
     const stats = this.dev.stats;
-    stats.translationHits += out.hits;
-    stats.translationMisses += out.misses;
-    stats.remoteAccesses += out.remote;
-    stats.localAccesses += out.local;
-    stats.accesses += out.remote + out.local;
-    this.completed += out.remote + out.local;
+    const c = out.counts;
+    stats.translationHits += c[LOOP_HITS];
+    stats.translationMisses += c[LOOP_MISSES];
+    stats.remoteAccesses += c[LOOP_REMOTE];
+    stats.localAccesses += c[LOOP_LOCAL];
+    stats.accesses += c[LOOP_REMOTE] + c[LOOP_LOCAL];
+    this.completed += c[LOOP_REMOTE] + c[LOOP_LOCAL];
     const thrown = out.thrown;
     out.thrown = undefined;
-    if (d.endTranslate(prev, acc.va[Math.min(out.i, end - 1)], out.threw, thrown)) this.reportBreach();
-    return out.i;
+    if (d.endTranslate(prev, acc.va[Math.min(next, end - 1)], out.threw, thrown)) this.reportBreach();
+    return next;
   }
 
   /** LoopHost: access `i` missed; stall it and raise its fault (the loop checks there is room). */
   stall(i: number): void {
+    if (this.npending === this.pending.length) this.growPending();
     this.rounds[this.npending] = 0;
     this.pending[this.npending++] = i;
     this.raise(i);
+  }
+
+  /** Double the stalled-access lists (both generations: a replay moves entries from one to the other). */
+  private growPending(): void {
+    const n = Math.min(this.wave, this.pending.length * 2);
+    const grow = <T extends Int32Array | Uint8Array>(a: T, make: (n: number) => T): T => {
+      const b = make(n);
+      b.set(a);
+      return b;
+    };
+    this.pending = grow(this.pending, (k) => new Int32Array(k));
+    this.next = grow(this.next, (k) => new Int32Array(k));
+    this.rounds = grow(this.rounds, (k) => new Uint8Array(k));
+    this.nextRounds = grow(this.nextRounds, (k) => new Uint8Array(k));
   }
 
   /** LoopHost: record a stale translation of `va`; true if it is one. */

@@ -71,6 +71,16 @@ describe("HmmCore.runDevice: the device access path", () => {
     expect(s.dev.stats.translationHits).toBe(512 + 512);
   });
 
+  it("a wave of 3,000 stalled accesses (more than the stall lists start with) all complete", () => {
+    const s = setup(3000, { faultBuffer: 4096 });
+    const acc = new DeviceAccesses();
+    for (let i = 0; i < 3000; i++) acc.write(s.base + i * PAGE, i);
+    const r = s.core.runDevice(s.dev, s.p.mm, acc);
+    expect(r.batches).toBe(1);
+    expect(r.replays).toBe(3000);
+    expect(r.completed).toBe(3000);
+  });
+
   it("the fault buffer size comes from the device config", () => {
     const s = setup(100, { faultBuffer: 32 });
     const acc = new DeviceAccesses();
