@@ -1,24 +1,21 @@
 /**
- * Helpers for the iotlb driver's tests: a system with an iotlb device, mappings, the CPU entry
- * behind a page, and the coherence check (every translation the device holds matches the CPU
+ * Helpers for the iotlb driver's tests: a system with an iotlb device, mappings, and the coherence check (every translation the device holds matches the CPU
  * page table now).
  */
-import { createHmm, type Device, type HmmCore, type HmmPlugin, type HmmSystem } from "@hmmkit/core";
 import {
-  ENTRY_DEVICE_EXCLUSIVE,
-  ENTRY_DEVICE_PRIVATE,
-  ENTRY_KIND_MASK,
-  ENTRY_NONE,
-  ENTRY_PRESENT,
-  ENTRY_PROTNONE,
-  ENTRY_WRITE,
-  entryOwner,
+  checkCoherence,
+  createHmm,
+  type Device,
+  type HmmCore,
+  type HmmPlugin,
+  type HmmSystem,
+} from "@hmmkit/core";
+import {
   HPAGE_PMD_SIZE,
   MADV_HUGEPAGE,
   MAP_ANONYMOUS,
   MAP_PRIVATE,
   type MachineConfig,
-  type Mm,
   PROT_READ,
   PROT_WRITE,
   type Process,
@@ -60,57 +57,15 @@ export function mmapHuge(p: Process, pmds = 1): number {
   return base;
 }
 
-/** The CPU entry of `va` (kind, frame, flags), or null when none. */
-export function cpuEntry(mm: Mm, va: number): { kind: number; pfn: number; flags: number } | null {
-  const pt = mm.pt;
-  const slot = pt.pmdSlot(va);
-  if (slot < 0) return null;
-  const leaf = pt.leafAt(slot);
-  const idx = Math.floor(va / PAGE) & 511;
-  const f = leaf < 0 ? pt.pmdFlags[slot] : pt.pteFlags[leaf * 512 + idx];
-  if ((f & ENTRY_KIND_MASK) === ENTRY_NONE) return null;
-  const pfn = leaf < 0 ? pt.pmdPfn[slot] + idx : pt.ptePfn[leaf * 512 + idx];
-  return { kind: f & ENTRY_KIND_MASK, pfn, flags: f };
-}
-
 /**
- * Every translation `dev` holds (core.translations) matches the CPU page table: same frame, never
- * writable where the CPU is not, device memory only for this device's device-private entries.
- * Returns the pages checked.
+ * Every translation `dev` holds (core.translations) matches the CPU page table (the core's
+ * checkCoherence: same frame, never writable where the CPU is not, device memory only for this
+ * device's device-private entries). Returns the pages checked.
  */
 export function expectCoherent(core: HmmCore, dev: Device): number {
-  const mms = new Map<number, Mm>();
-  for (const mm of core.machine.mms) mms.set(mm.id, mm);
-  const problems: string[] = [];
-  let checked = 0;
-  for (const t of core.translations(dev)) {
-    const mm = mms.get(t.mmId);
-    if (mm === undefined) {
-      problems.push(`translation for mm ${t.mmId}, which has exited`);
-      continue;
-    }
-    for (let i = 0; i < 2 ** t.order; i++) {
-      const va = t.va + i * PAGE;
-      const e = cpuEntry(mm, va);
-      const bad = (why: string) => problems.push(`mm ${t.mmId} va 0x${va.toString(16)}: ${why}`);
-      checked++;
-      if (e === null) {
-        bad("the CPU entry is none");
-        continue;
-      }
-      if (e.pfn !== t.pfn + i) bad(`frame ${t.pfn + i} but the CPU maps ${e.pfn}`);
-      if (t.devicePrivate) {
-        if (e.kind !== ENTRY_DEVICE_PRIVATE || entryOwner(e.flags) !== dev.ownerId)
-          bad(`device-private translation on a CPU entry of kind ${e.kind}`);
-      } else if (e.kind === ENTRY_DEVICE_EXCLUSIVE) {
-        if (entryOwner(e.flags) !== dev.ownerId) bad(`exclusive to owner ${entryOwner(e.flags)}`);
-      } else if (e.kind !== ENTRY_PRESENT) bad(`system translation on a CPU entry of kind ${e.kind}`);
-      else if (e.flags & ENTRY_PROTNONE) bad("PROT_NONE entry translated");
-      if (t.writable && !(e.flags & ENTRY_WRITE)) bad("writable on the device but not on the CPU");
-    }
-  }
-  expect(problems.slice(0, 10)).toEqual([]);
-  return checked;
+  const r = checkCoherence(core, dev, 10);
+  expect(r.problems).toEqual([]);
+  return r.pages;
 }
 
 /** mulberry32 from a fixed seed. */
