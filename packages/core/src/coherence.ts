@@ -1,7 +1,7 @@
 import { hex, PAGE_SIZE } from "@hmmkit/mm";
 import type { Device } from "./device.js";
 import type { HmmCore } from "./hmm-core.js";
-import { checkTranslation } from "./translation-check.js";
+import { checkTranslation, isOwnExclusive } from "./translation-check.js";
 
 /** What one coherence check found. */
 export interface CoherenceResult {
@@ -19,7 +19,8 @@ export interface CoherenceResult {
  * same rule `runDevice` applies to each access under `verifyTranslations`: the same frame; never
  * writable where the CPU entry is not; device memory only for this device's device-private
  * entries; a system frame only for a present entry (not PROT_NONE) or this device's exclusive
- * entry; no translation for an address space that has exited.
+ * entry; a translation reported `exclusive` only over this device's exclusive entry; no
+ * translation for an address space that has exited.
  */
 export function checkCoherence(core: HmmCore, dev: Device, maxProblems = 16): CoherenceResult {
   const problems: string[] = [];
@@ -43,6 +44,8 @@ export function checkCoherence(core: HmmCore, dev: Device, maxProblems = 16): Co
       const r = t.devicePrivate ? -2 - (t.pfn + i) : t.pfn + i;
       const why = checkTranslation(mm, dev.ownerId, va, t.writable, r);
       if (why !== null) bad(t.mmId, va, why);
+      else if (t.exclusive === true && !isOwnExclusive(mm, dev.ownerId, va))
+        bad(t.mmId, va, "reported exclusive, but the CPU entry is not this device's device-exclusive entry");
     }
   }
   return { pages, violations, problems };

@@ -81,3 +81,13 @@ function staleWhy(
   }
   return `the device's ${what} translation of ${hex(va)} is ${got}, but the CPU page table has no ${kind === 0 ? "entry" : "entry this device may use"} there: a stale translation (it should have been dropped by invalidate)`;
 }
+
+/** Whether the CPU entry for `va` in `mm` is a device-exclusive entry of device `ownerId`. */
+export function isOwnExclusive(mm: Mm, ownerId: number, va: number): boolean {
+  const pt = mm.pt;
+  const slot = pt.pmdSlot(va);
+  if (slot < 0) return false;
+  const leaf = pt.leafAt(slot);
+  const flags = leaf < 0 ? pt.pmdFlags[slot] : pt.pteFlags[leaf * 512 + (Math.floor(va / 4096) & 511)];
+  return (flags & KIND_MASK) === DEVICE_EXCLUSIVE && entryOwner(flags) === ownerId;
+}

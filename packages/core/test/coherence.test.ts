@@ -1,7 +1,12 @@
 import { MADV_DONTNEED } from "@hmmkit/mm";
 import { describe, expect, it } from "vitest";
 import { checkCoherence } from "../src/index.js";
-import { PAGE, RecordingFakeDriver, StaleTranslatingFakeDriver } from "./fakes.js";
+import {
+  ExclusiveClaimingFakeDriver,
+  PAGE,
+  RecordingFakeDriver,
+  StaleTranslatingFakeDriver,
+} from "./fakes.js";
 import { addFake, makeSystem, mmapPrivate } from "./helpers.js";
 
 describe("checkCoherence", () => {
@@ -33,5 +38,26 @@ describe("checkCoherence", () => {
     p.exit();
     const after = checkCoherence(sys.core, dev);
     expect(after.problems[0]).toMatch(/exited/);
+  });
+
+  it("refuses a translation reported exclusive over a plain present entry", () => {
+    const sys = makeSystem();
+    const p = sys.machine.createProcess();
+    const base = mmapPrivate(p, 4 * PAGE);
+    const { dev } = addFake(sys.core, "dev0", ExclusiveClaimingFakeDriver as never);
+    sys.core.deviceFault(dev, p.mm, base, base + 4 * PAGE, true);
+    const r = checkCoherence(sys.core, dev);
+    expect(r.violations).toBe(4);
+    expect(r.problems[0]).toMatch(/reported exclusive/);
+  });
+
+  it("accepts exclusive translations made by makeExclusive", () => {
+    const sys = makeSystem();
+    const p = sys.machine.createProcess();
+    const base = mmapPrivate(p, 4 * PAGE);
+    p.touch(base, 4 * PAGE, true, 1);
+    const { dev } = addFake(sys.core, "dev0", RecordingFakeDriver);
+    sys.core.makeExclusive(dev, p.mm, base, base + 4 * PAGE);
+    expect(checkCoherence(sys.core, dev)).toEqual({ pages: 4, violations: 0, problems: [] });
   });
 });

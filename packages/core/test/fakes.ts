@@ -633,3 +633,17 @@ export class ReenteringTranslateFakeDriver extends TranslatingFakeDriver {
     return super.translate(mmId, va, write);
   }
 }
+
+/** A deliberately broken driver: it reports every page it mirrors as exclusive (HMM_PFN_EXCLUSIVE). */
+@injectable()
+export class ExclusiveClaimingFakeDriver extends RecordingFakeDriver {
+  constructor(
+    @inject(TOKENS.DeviceContext) ctx: DeviceContext,
+    @inject(TOKENS.DeviceConfig) config: DeviceConfig,
+  ) {
+    super(ctx, config);
+  }
+  override mirrorPte(mmId: number, va: number, pfn: number, flags: number): void {
+    super.mirrorPte(mmId, va, pfn, flags | HMM_PFN_EXCLUSIVE);
+  }
+}

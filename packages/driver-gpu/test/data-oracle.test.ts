@@ -58,7 +58,7 @@ function interleaved(
         s.p.writeStamp(base + i * PAGE, PAGE, stamp);
       } else expect(s.p.readPageHash(base + i * PAGE)).toBe(hashOfStamp(shadow[i]) >>> 0);
     }
-    expectCoherent(s.core, s.dev, [s.p.mm]);
+    expectCoherent(s.core, s.dev);
   }
   s.core.migrateToRam(s.dev, s.p, base, base + pages * PAGE);
   expect(s.dev.memory.used).toBe(0);
@@ -176,7 +176,7 @@ describe("gpu thrashing detection", () => {
     s.p.mm.madvise(base, 16 * PAGE, MADV_DONTNEED);
     deviceWrite(2000);
     expect(s.dev.stats.migratedToDevice).toBeGreaterThan(migratedAtPin[3]);
-    expectCoherent(s.core, s.dev, [s.p.mm]);
+    expectCoherent(s.core, s.dev);
   });
 
   it("without thrashing detection the same ping-pong migrates on every round", () => {

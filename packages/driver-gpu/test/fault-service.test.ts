@@ -60,7 +60,7 @@ describe("gpu fault batches", () => {
     ]);
     expect(s.drv.gpuStats.cancelled).toBe(2);
     expect(s.dev.state).toBe("active");
-    expectCoherent(s.core, s.dev, [s.p.mm]);
+    expectCoherent(s.core, s.dev);
   });
 });
 
@@ -92,7 +92,7 @@ describe("gpu prefetch inside a VA block (UVM's 51% bitmap-tree rule)", () => {
     expect(s.dev.stats.prefetchedPages).toBe(256 - 9);
     expect(s.dev.stats.migratedToDevice).toBe(256);
     expect(s.drv.translate(s.p.mm.id, base + 255 * PAGE, false)).toBeLessThanOrEqual(-2);
-    expectCoherent(s.core, s.dev, [s.p.mm]);
+    expectCoherent(s.core, s.dev);
   });
 
   it("a single fault prefetches its 64 KiB big page; prefetchWindow 8 keeps it within 8 pages", () => {
@@ -132,7 +132,7 @@ describe("gpu migration policies", () => {
     expect(s.dev.stats.migratedToDevice).toBe(1024);
     expect(s.dev.stats.localAccesses).toBe(1024);
     expect(s.dev.stats.remoteAccesses).toBe(0);
-    expectCoherent(s.core, s.dev, [s.p.mm]);
+    expectCoherent(s.core, s.dev);
   });
 
   it('migrate "access-counter" maps remotely until a block reaches accessThreshold, then migrates the block', () => {
@@ -149,7 +149,7 @@ describe("gpu migration policies", () => {
     const again = s.core.runDevice(s.dev, s.p, reads(base, range(512)));
     expect(again.faults).toBe(0);
     expect(s.dev.stats.localAccesses).toBe(512 - s.dev.stats.remoteAccesses + 512);
-    expectCoherent(s.core, s.dev, [s.p.mm]);
+    expectCoherent(s.core, s.dev);
   });
 
   it("access-counter below its threshold never migrates", () => {
@@ -180,7 +180,7 @@ describe("gpu migration policies", () => {
     expect(s.drv.table.nHuge).toBe(2);
     expect(s.drv.table.nLeaves).toBe(0);
     expect(acc.seen[1]).toBe(hashOfStamp(77) >>> 0);
-    expectCoherent(s.core, s.dev, [s.p.mm]);
+    expectCoherent(s.core, s.dev);
     // Home again whole, with the device's write.
     s.core.migrateToRam(s.dev, s.p, base, base + 2 * BLOCK);
     expect(s.dev.stats.compoundToRam).toBe(2);

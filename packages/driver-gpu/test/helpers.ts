@@ -3,22 +3,21 @@
  * shadow of the page stamps, and a coherence check of the driver's translations against the CPU
  * page table.
  */
-import { createHmm, type Device, type DeviceConfig, type HmmCore, type HmmSystem } from "@hmmkit/core";
 import {
-  ENTRY_DEVICE_EXCLUSIVE,
-  ENTRY_DEVICE_PRIVATE,
-  ENTRY_KIND_MASK,
-  ENTRY_PRESENT,
-  ENTRY_PROTNONE,
-  ENTRY_WRITE,
-  entryOwner,
+  checkCoherence,
+  createHmm,
+  type Device,
+  type DeviceConfig,
+  type HmmCore,
+  type HmmSystem,
+} from "@hmmkit/core";
+import {
   HPAGE_PMD_SIZE,
   MADV_HUGEPAGE,
   MADV_NOHUGEPAGE,
   MAP_ANONYMOUS,
   MAP_PRIVATE,
   type MachineConfig,
-  type Mm,
   PROT_READ,
   PROT_WRITE,
   type Process,
@@ -91,52 +90,14 @@ export function rng(seed: number): () => number {
 export const hashOfStamp = stampToken;
 
 /**
- * Every translation the driver reports agrees with the CPU page table now: the same frame, never
- * writable where the CPU entry is not, device memory only for this device's device-private
- * entries. Returns how many pages were checked.
+ * Every translation the gpu holds matches the CPU page table (the core's checkCoherence: same
+ * frame, never writable where the CPU entry is not, device memory only for this device's
+ * device-private entries, exclusive only over its exclusive entries). Returns the pages checked.
  */
-export function expectCoherent(core: HmmCore, dev: Device, mms: readonly Mm[]): number {
-  let pages = 0;
-  const problems: string[] = [];
-  for (const t of core.translations(dev)) {
-    const mm = mms.find((m) => m.id === t.mmId);
-    if (mm === undefined) {
-      problems.push(`translation of unknown mm ${t.mmId}`);
-      continue;
-    }
-    const n = 2 ** t.order;
-    for (let i = 0; i < n && problems.length < 8; i++) {
-      const va = t.va + i * PAGE;
-      const { flags, pfn } = cpuEntry(mm, va);
-      const kind = flags & ENTRY_KIND_MASK;
-      const where = `${dev.name} @ 0x${va.toString(16)}`;
-      if (t.devicePrivate) {
-        if (kind !== ENTRY_DEVICE_PRIVATE || entryOwner(flags) !== dev.ownerId)
-          problems.push(`${where}: device-private translation over CPU entry kind ${kind}`);
-      } else if (t.exclusive) {
-        if (kind !== ENTRY_DEVICE_EXCLUSIVE)
-          problems.push(`${where}: exclusive translation over kind ${kind}`);
-      } else if (kind !== ENTRY_PRESENT || (flags & ENTRY_PROTNONE) !== 0)
-        problems.push(`${where}: translation over CPU entry kind ${kind} (flags ${flags})`);
-      if (pfn !== t.pfn + i) problems.push(`${where}: frame ${t.pfn + i}, CPU maps ${pfn}`);
-      if (t.writable && (flags & ENTRY_WRITE) === 0)
-        problems.push(`${where}: writable over a read-only entry`);
-      pages++;
-    }
-  }
-  expect(problems).toEqual([]);
-  return pages;
-}
-
-/** The CPU entry (flags word and frame) mapping `va`, from the page table. */
-export function cpuEntry(mm: Mm, va: number): { flags: number; pfn: number } {
-  const pt = mm.pt;
-  const slot = pt.pmdSlot(va);
-  if (slot < 0) return { flags: 0, pfn: -1 };
-  const leaf = pt.leafAt(slot);
-  const i = Math.floor(va / PAGE) & 511;
-  if (leaf < 0) return { flags: pt.pmdFlags[slot], pfn: pt.pmdPfn[slot] + i };
-  return { flags: pt.pteFlags[leaf * 512 + i], pfn: pt.ptePfn[leaf * 512 + i] };
+export function expectCoherent(core: HmmCore, dev: Device): number {
+  const r = checkCoherence(core, dev, 8);
+  expect(r.problems).toEqual([]);
+  return r.pages;
 }
 
 export { MADV_HUGEPAGE };

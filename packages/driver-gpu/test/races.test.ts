@@ -41,7 +41,7 @@ function race(seed: number, config: Record<string, unknown>): void {
     acc.done.subarray(0, acc.count).every((d) => d === 1),
     `seed ${seed}`,
   ).toBe(true);
-  expectCoherent(s.core, s.dev, [s.p.mm]);
+  expectCoherent(s.core, s.dev);
   for (let i = 0; i < PAGES; i++) {
     const want =
       i % 2 === 0 ? hashOfStamp(40_000 + i) >>> 0 : i % 4 === 3 ? hashOfStamp(70_000 + i) >>> 0 : null;
