@@ -1,15 +1,6 @@
 import { createHmm, DeviceAccesses, HMM_PFN_VALID, HMM_PFN_WRITE, MmuNotifyEvent } from "@hmmkit/core";
 import gpu, { type GpuDriver } from "@hmmkit/driver-gpu";
-import {
-  HPAGE_PMD_SIZE,
-  MADV_HUGEPAGE,
-  MADV_NOHUGEPAGE,
-  MAP_ANONYMOUS,
-  MAP_PRIVATE,
-  PROT_READ,
-  PROT_WRITE,
-} from "@hmmkit/mm";
-import type { Bench } from "./harness.js";
+import { type Bench, populatedGiB } from "./harness.js";
 
 const GiB = 1024 ** 3;
 /** 4 KiB pages in 1 GiB. */
@@ -57,14 +48,7 @@ export function addGpuCases(bench: Bench): { mirrorBytes4k: number; mirrorBytes2
   const dev = core.addDevice(gpu, { name: "gpu0", memoryPages: 512, migrate: "none", prefetch: false });
   const drv = dev.driver as GpuDriver;
   const p = machine.createProcess();
-  const raw = p.mm.mmap({
-    length: GiB + HPAGE_PMD_SIZE,
-    prot: PROT_READ | PROT_WRITE,
-    flags: MAP_PRIVATE | MAP_ANONYMOUS,
-  });
-  const base = raw % HPAGE_PMD_SIZE === 0 ? raw : raw - (raw % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
-  p.mm.madvise(base, GiB, MADV_NOHUGEPAGE);
-  p.touch(base, GiB, true, 1);
+  const base = populatedGiB(p, false, 1);
   core.deviceFault(dev, p, base, base + GiB, false);
   const mirrorBytes4k = dev.stats.mirrorBytes;
   const mmId = p.mm.id;
@@ -113,14 +97,7 @@ function thpMirror(): { bytes: number; drv: GpuDriver; mmId: number; base: numbe
   });
   const dev = core.addDevice(gpu, { name: "gpu0", memoryPages: 512, migrate: "none" });
   const p = machine.createProcess();
-  const raw = p.mm.mmap({
-    length: GiB + HPAGE_PMD_SIZE,
-    prot: PROT_READ | PROT_WRITE,
-    flags: MAP_PRIVATE | MAP_ANONYMOUS,
-  });
-  const base = raw % HPAGE_PMD_SIZE === 0 ? raw : raw - (raw % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
-  p.mm.madvise(base, GiB, MADV_HUGEPAGE);
-  p.touch(base, GiB, true, 2);
+  const base = populatedGiB(p, true, 2);
   core.deviceFault(dev, p, base, base + GiB, false);
   return { bytes: dev.stats.mirrorBytes, drv: dev.driver as GpuDriver, mmId: p.mm.id, base };
 }

@@ -1,3 +1,15 @@
+import {
+  HPAGE_PMD_SIZE,
+  MADV_HUGEPAGE,
+  MADV_NOHUGEPAGE,
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
+  PROT_READ,
+  PROT_WRITE,
+  type Process,
+} from "@hmmkit/mm";
+
+const GIB = 1024 ** 3;
 /**
  * A small benchmark harness for ratios that hold on a noisy machine: every case is warmed up,
  * then the cases are timed in interleaved rounds (so drift hits all of them alike) and each keeps
@@ -89,4 +101,20 @@ export function fmtRate(r: number): string {
   if (r >= 1e9) return `${(r / 1e9).toFixed(2)} G/s`;
   if (r >= 1e6) return `${(r / 1e6).toFixed(1)} M/s`;
   return `${(r / 1e3).toFixed(1)} k/s`;
+}
+
+/**
+ * A 2 MiB-aligned private anonymous GiB in `p`, THP on or off (`huge`), every page written with
+ * `stamp` (populated: 4 KiB pages, or THPs). Returns its address.
+ */
+export function populatedGiB(p: Process, huge: boolean, stamp: number): number {
+  const raw = p.mm.mmap({
+    length: GIB + HPAGE_PMD_SIZE,
+    prot: PROT_READ | PROT_WRITE,
+    flags: MAP_PRIVATE | MAP_ANONYMOUS,
+  });
+  const base = raw % HPAGE_PMD_SIZE === 0 ? raw : raw - (raw % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
+  p.mm.madvise(base, GIB, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+  p.touch(base, GIB, true, stamp);
+  return base;
 }

@@ -1,7 +1,6 @@
 import { createHmm, DeviceAccesses } from "@hmmkit/core";
 import iotlb from "@hmmkit/driver-iotlb";
-import { HPAGE_PMD_SIZE, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from "@hmmkit/mm";
-import type { Bench } from "./harness.js";
+import { type Bench, populatedGiB } from "./harness.js";
 
 const GiB = 1024 ** 3;
 const PAGES = GiB / 4096;
@@ -24,14 +23,7 @@ export function addIotlbCases(bench: Bench): { faults: number } {
     machine: { contentMode: "tag", memoryBytes: GiB + 256 * 1024 * 1024 },
   });
   const p = machine.createProcess();
-  const raw = p.mm.mmap({
-    length: GiB + HPAGE_PMD_SIZE,
-    prot: PROT_READ | PROT_WRITE,
-    flags: MAP_PRIVATE | MAP_ANONYMOUS,
-  });
-  const base = raw % HPAGE_PMD_SIZE === 0 ? raw : raw - (raw % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
-  p.mm.madvise(base, GiB, MADV_HUGEPAGE);
-  p.touch(base, GiB, true, 1);
+  const base = populatedGiB(p, true, 1);
   const dev = core.addDevice(iotlb, { name: "iotlb0", memoryPages: 16, tlbEntries: 512, tlbWays: 4 });
   const acc = new DeviceAccesses(PAGES);
   for (let i = 0; i < PAGES; i++) acc.read(base + i * 4096);
