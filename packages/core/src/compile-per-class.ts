@@ -16,9 +16,51 @@ export function compilePerClass<F extends (...args: never[]) => unknown>(loop: F
     const key = (Object.getPrototypeOf(driver) as object | null) ?? driver;
     let copy = copies.get(key);
     if (copy === undefined) {
-      copy = new Function(source)() as F;
+      copy = new Function(uniqueSource(source))() as F;
       copies.set(key, copy);
     }
     return copy;
   };
+}
+
+/**
+ * A copy of `loop` per set of values for its parameters named in `names`: each copy is compiled
+ * from the loop's source with those parameters taken from the copy's closure instead (the copy
+ * keeps the loop's signature and ignores what is passed for them). Each copy has feedback of its
+ * own, seeing only its own driver, arrays and stores, and V8 compiles it for them alone. The same
+ * rule as {@link compilePerClass}: the loop names nothing outside itself.
+ */
+export function compileBound<F extends (...args: never[]) => unknown>(
+  loop: F,
+  names: readonly string[],
+): (values: readonly unknown[]) => F {
+  const src = loop.toString();
+  const open = src.indexOf("(");
+  const close = src.indexOf(")", open);
+  const params = src
+    .slice(open + 1, close)
+    .split(",")
+    .map((p) => p.trim())
+    .filter((p) => p !== "");
+  for (const n of names)
+    if (!params.includes(n)) throw new Error(`compileBound: ${loop.name} has no parameter '${n}'`);
+  const own = params.map((p) => (names.includes(p) ? `${p}$bound` : p));
+  const source = `"use strict"; return function ${loop.name}(${own.join(", ")})${src.slice(close + 1)};`;
+  return (values) => {
+    if (values.length !== names.length)
+      throw new Error(`compileBound: ${names.length} values expected, got ${values.length}`);
+    return new Function(...names, uniqueSource(source))(...values) as F;
+  };
+}
+
+let copies = 0;
+
+/**
+ * `source` made unique with a trailing comment: V8 caches what `new Function` compiles by its
+ * source text, and two copies from one cached compile share one feedback vector (so their call
+ * sites go polymorphic together) and cannot fold their own constants.
+ */
+function uniqueSource(source: string): string {
+  copies++;
+  return `${source}\n// copy ${copies}`;
 }

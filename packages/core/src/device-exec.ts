@@ -1,11 +1,16 @@
 import { hex, type Mm, MmError } from "@hmmkit/mm";
 import {
+  BIND_MIN_ACCESSES,
+  boundIssueLoopFor,
   type IssueLoop,
   issueLoopFor,
   LOOP_HITS,
   LOOP_LOCAL,
-  LOOP_MISSES,
   LOOP_REMOTE,
+  LOOP_RESULT,
+  LOOP_STOP,
+  LOOP_STOP_FRAME,
+  LOOP_STOP_MISS,
   type LoopHost,
   LoopState,
 } from "./access-loop.js";
@@ -29,6 +34,12 @@ export const MAX_FAULT_ROUNDS = 32;
 export const DEFAULT_FAULT_BUFFER = 256;
 /** Cancelled accesses a run describes in `errors` (the rest are only counted). */
 const MAX_ERRORS = 16;
+/**
+ * Accesses one call of the issue loop takes at most: a stream's loop is then called often enough
+ * to be compiled as a function, not only replaced on the stack in the middle of its first call
+ * with the feedback it had by then.
+ */
+const ISSUE_CHUNK = 4096;
 
 /** How a stream runs on a device. */
 export interface DeviceRunOptions {
@@ -128,7 +139,19 @@ export class DeviceRun implements LoopHost {
     this.batch = new DeviceFaultBatch(cap);
     this.wave = Math.max(1, Math.min(options.wave ?? acc.count, acc.count));
     this.verify = options.verifyTranslations !== false;
-    this.issueLoop = issueLoopFor(dev.dispatcher.driver);
+    const pool = mm.machine.pool;
+    this.issueLoop =
+      acc.count >= BIND_MIN_ACCESSES
+        ? boundIssueLoopFor(
+            dev.dispatcher.driver,
+            acc,
+            pool.content,
+            pool.nframes,
+            dev.memory.content,
+            dev.memory.npages,
+            this.verify,
+          )
+        : issueLoopFor(dev.dispatcher.driver, this.verify);
     // The stalled-access lists start small and grow by doubling (never past the wave): a run that
     // hits everywhere allocates nothing per access.
     const cap0 = Math.min(this.wave, 1024);
@@ -168,7 +191,7 @@ export class DeviceRun implements LoopHost {
     this.npending = 0;
     let i = w0;
     while (i < w1) {
-      i = this.issue(i, w1);
+      i = this.issue(i, Math.min(w1, i + ISSUE_CHUNK));
       if (!this.active()) return;
       // A full buffer is serviced and its stalled accesses replayed before more are issued, as
       // UVM's default replay policy (UVM_PERF_FAULT_REPLAY_POLICY_BATCH) replays after every batch.
@@ -193,51 +216,91 @@ export class DeviceRun implements LoopHost {
 
   /**
    * Issue accesses from `i` until `end` or until the fault buffer is full; returns the next index.
-   * The hot loop: one `translate` call per access, everything else in locals, no allocation; a
-   * hit completes here (the common case), only misses and breaches leave the loop's fast path.
+   * The hot loop runs hits (the common case) and stops at anything else: a miss is stalled here
+   * and the loop goes on after it, a breach ends the issue.
    */
   private issue(i: number, end: number): number {
     const acc = this.acc;
     const d = this.dev.dispatcher;
-    const out = this.loop;
-    out.threw = false;
-    out.thrown = undefined;
+    const c = this.loop.counts;
+    const pool = this.mm.machine.pool;
+    const memory = this.dev.memory;
+    const cap = this.batch.capacity;
+    let threw = false;
+    let thrown: unknown;
     const prev = d.beginTranslate();
-    const next = this.issueLoop(
-      this,
-      d.driver,
-      this.mm.id,
-      i,
-      end,
-      acc.va,
-      acc.kind,
-      acc.stamp,
-      acc.seen,
-      acc.done,
-      this.batch,
-      this.mm.machine.pool.content,
-      this.mm.machine.pool.nframes,
-      this.dev.memory.content,
-      this.dev.memory.npages,
-      this.verify,
-      out,
-    );
-    const stats = this.dev.stats;
-    const c = out.counts;
-    stats.translationHits += c[LOOP_HITS];
-    stats.translationMisses += c[LOOP_MISSES];
-    stats.remoteAccesses += c[LOOP_REMOTE];
-    stats.localAccesses += c[LOOP_LOCAL];
-    stats.accesses += c[LOOP_REMOTE] + c[LOOP_LOCAL];
-    this.completed += c[LOOP_REMOTE] + c[LOOP_LOCAL];
-    const thrown = out.thrown;
-    out.thrown = undefined;
-    if (d.endTranslate(prev, acc.va[Math.min(next, end - 1)], out.threw, thrown)) this.reportBreach();
-    return next;
+    while (i < end) {
+      const from = i;
+      // The try is out here, not in the loop: a try around the loop keeps its counters in tagged
+      // stack slots.
+      try {
+        i = this.issueLoop(
+          this,
+          d.driver,
+          this.mm.id,
+          i,
+          end,
+          acc.va,
+          acc.kind,
+          acc.stamp,
+          acc.seen,
+          acc.done,
+          pool.content,
+          pool.content.tagTokens,
+          pool.nframes,
+          memory.content,
+          memory.npages,
+          this.verify,
+          this.loop,
+        );
+      } catch (e) {
+        threw = true;
+        thrown = e;
+        i = this.recount(from, end);
+        break;
+      }
+      this.countHits(c[LOOP_HITS], c[LOOP_REMOTE], c[LOOP_LOCAL]);
+      const stop = c[LOOP_STOP];
+      if (stop === LOOP_STOP_MISS) {
+        this.dev.stats.translationMisses++;
+        this.stall(i);
+        i++;
+        if (this.batch.count === cap) break;
+      } else {
+        if (stop === LOOP_STOP_FRAME) this.frameBreach(acc.va[i], c[LOOP_RESULT]);
+        // LOOP_STOP_STALE was recorded by `stale`; LOOP_STOP_END: i is end.
+        break;
+      }
+    }
+    if (d.endTranslate(prev, acc.va[Math.min(i, end - 1)], threw, thrown)) this.reportBreach();
+    return i;
   }
 
-  /** LoopHost: access `i` missed; stall it and raise its fault (the loop checks there is room). */
-  stall(i: number): void {
+  private countHits(hits: number, remote: number, local: number): void {
+    const stats = this.dev.stats;
+    stats.translationHits += hits;
+    stats.remoteAccesses += remote;
+    stats.localAccesses += local;
+    stats.accesses += hits;
+    this.completed += hits;
+  }
+
+  /**
+   * The loop threw at some access from `from` on, before writing its counts: the accesses before
+   * it completed (the loop stops at anything else), so it is the first one not done. Counts them
+   * (the loop kept its local-hit count in its slot) and returns its index.
+   */
+  private recount(from: number, end: number): number {
+    const done = this.acc.done;
+    let t = from;
+    while (t < end && done[t] !== 0) t++;
+    const local = this.loop.counts[LOOP_LOCAL];
+    this.countHits(t - from, t - from - local, local);
+    return t;
+  }
+
+  /** Access `i` missed: stall it and raise its fault (the caller checks there is room). */
+  private stall(i: number): void {
     if (this.npending === this.pending.length) this.growPending();
     this.rounds[this.npending] = 0;
     this.pending[this.npending++] = i;
@@ -316,8 +379,8 @@ export class DeviceRun implements LoopHost {
     return true;
   }
 
-  /** LoopHost: record a translate result that names no frame. */
-  frameBreach(va: number, r: number): false {
+  /** Record a translate result that names no frame. */
+  private frameBreach(va: number, r: number): false {
     this.bad = {
       code: "DRIVER_FRAME",
       va,

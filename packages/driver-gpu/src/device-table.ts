@@ -66,6 +66,8 @@ export class DeviceTable {
 
   /** Remote accesses after which a block asks to migrate (0: never, no access-counter policy). */
   private notifyAt = 0;
+  /** Whether translate counts remote accesses (only an access-counter policy reads them). */
+  private counting = false;
   /** Blocks whose access count reached `notifyAt` since the fault path last looked. */
   notified = 0;
 
@@ -84,6 +86,7 @@ export class DeviceTable {
   setAccessThreshold(threshold: number): void {
     this.resetCaches();
     this.notifyAt = threshold;
+    this.counting = threshold > 0;
   }
 
   // ---- bytes ----------------------------------------------------------------------------------
@@ -242,7 +245,9 @@ export class DeviceTable {
     // Bit 0: writable; bit 1: a frame of device memory (pte-encoding.ts).
     if (write && (e & 1) === 0) return MISS;
     if ((e & 2) !== 0) return -2 - pfn;
-    if (--this.tBudget === 0) return this.accessReached(pfn);
+    // Remote accesses are counted only for the access-counter policy (a load and a branch
+    // otherwise, no store per access).
+    if (this.counting && --this.tBudget === 0) return this.accessReached(pfn);
     return pfn;
   }
 
@@ -298,6 +303,27 @@ export class DeviceTable {
     // encodePte, inlined: HMM_PFN_WRITE (bit 1), DEVICE_PRIVATE (bit 4) and EXCLUSIVE (bit 6) move
     // to bits 0, 1 and 2.
     leaves[pos] = (pfn + 1) * 8 + (((flags >> 1) & 1) | ((flags >> 3) & 2) | ((flags >> 4) & 4));
+  }
+
+  /**
+   * Mirror `count` consecutive 4 KiB entries from `va` (HmmDriver.mirrorPtes): the pages of one
+   * CPU leaf table, so of one VA block; the block's leaf is found once, then one typed store per
+   * page. A run that crosses a block boundary (never from the core) goes page by page.
+   */
+  setPtes(mmId: number, va: number, count: number, pfns: Int32Array, flags: Int32Array): void {
+    const off = va % BLOCK_SIZE;
+    if (count <= 0) return;
+    if (off + count * 4096 > BLOCK_SIZE) {
+      for (let i = 0; i < count; i++) this.setPte(mmId, va + i * 4096, pfns[i], flags[i]);
+      return;
+    }
+    if (mmId !== this.mMm || va - off !== this.mLo) this.loadMirror(mmId, (va - off) / BLOCK_SIZE);
+    const leaves = this.leaves;
+    const pos = (this.mBase + off / 4096) | 0;
+    for (let i = 0; i < count; i++) {
+      const f = flags[i];
+      leaves[pos + i] = (pfns[i] + 1) * 8 + (((f >> 1) & 1) | ((f >> 3) & 2) | ((f >> 4) & 4));
+    }
   }
 
   /** Mirror-cache miss: find or make the leaf of (mmId, vb). */

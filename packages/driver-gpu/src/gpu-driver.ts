@@ -91,8 +91,7 @@ export class GpuDriver implements HmmDriver, FaultServiceHost {
   }
 
   mirrorPtes(mmId: number, va: number, count: number, pfns: Int32Array, flags: Int32Array): void {
-    const t = this.table;
-    for (let i = 0; i < count; i++) t.setPte(mmId, va + i * 4096, pfns[i], flags[i]);
+    this.table.setPtes(mmId, va, count, pfns, flags);
   }
 
   invalidate(mmId: number, start: number, end: number, event: MmuNotifyEvent, _owner: number | null): void {

@@ -12,15 +12,15 @@ import {
   TOKENS,
 } from "@hmmkit/core";
 import { inject, injectable } from "tsyringe";
-import { NOT_HELD, TranslationCompletions } from "./completions.js";
+import { TranslationCompletions } from "./completions.js";
 import { type IotlbOptions, parseIotlbOptions } from "./options.js";
 import { type FaultWindow, PageRequests } from "./page-requests.js";
 import {
   DeviceTlb,
+  NOT_LAST_HIT,
   TLB_DEVICE,
   TLB_EXCLUSIVE,
   TLB_HUGE,
-  TLB_MISS,
   TLB_VALID,
   TLB_WRITE,
   type TlbDropCount,
@@ -28,7 +28,6 @@ import {
 
 const PAGE = 4096;
 const HUGE_PAGES = 512;
-const MISS = TLB_MISS;
 const DEVICE = TLB_DEVICE;
 const EXCLUSIVE = TLB_EXCLUSIVE;
 
@@ -87,26 +86,15 @@ export class IotlbDriver implements HmmDriver {
   // ---- the translation hardware ---------------------------------------------------------------
 
   translate(mmId: number, va: number, write: boolean): number {
-    const vpn = va / PAGE;
+    // The hot path, small enough to inline into the device's access loop: no stalled access
+    // waiting for a held translation, and the page in the TLB's last-hit entry. The rest
+    // (held translations, the sets) is the TLB's miss side, kept out of line.
     const c = this.completions;
-    if (c.pending !== 0) {
-      const slot = c.take(mmId, vpn);
-      if (slot !== NOT_HELD) return this.complete(mmId, vpn, write, slot);
+    if (c.pending === 0) {
+      const r = this.tlb.lookupLastHit(mmId, va / PAGE, write);
+      if (r !== NOT_LAST_HIT) return r;
     }
-    return this.tlb.lookup(mmId, vpn, write);
-  }
-
-  /** A stalled access replays with the translation its page request got, and the TLB caches it. */
-  private complete(mmId: number, vpn: number, write: boolean, slot: number): number {
-    const c = this.completions;
-    const pfn = c.pfn[slot];
-    const f = c.flags[slot];
-    c.resetIfIdle();
-    const r = this.tlb.lookup(mmId, vpn, write);
-    if (r !== MISS) return r;
-    this.tlb.fill(mmId, vpn, pfn, f);
-    if (write && (f & TLB_WRITE) === 0) return MISS;
-    return f & DEVICE ? -2 - pfn : pfn;
+    return this.tlb.lookupMiss(mmId, va / PAGE, write, c);
   }
 
   // ---- per-PTE callbacks ------------------------------------------------------------------------

@@ -117,6 +117,14 @@ export class ContentStore {
     dst.chunk(dpfn).set(src.subarray(soff, soff + 4096), (dpfn % FRAMES_PER_CHUNK) * 4096);
   }
 
+  /**
+   * Tag mode's token array: the page hash of every frame, indexed by pfn (what `hash` returns),
+   * for loops that read many hashes; null in bytes mode. Read it, never write it.
+   */
+  get tagTokens(): Uint32Array | null {
+    return this.tokens;
+  }
+
   /** Stamp frame `pfn`: its whole content becomes the pattern of `stamp` (see {@link stampToken}). */
   stamp(pfn: number, stamp: number): void {
     const t = this.tokens;
