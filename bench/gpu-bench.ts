@@ -25,7 +25,11 @@ export const GPU_CASES = {
   copyBase: "baseline: typed copy loop into a Float64Array, 262,144 entries",
   mirrorPte: "gpu: mirrorPte calls for a populated 1 GiB, into an empty table",
   mirrorPteAgain: "gpu: mirrorPte calls for a populated 1 GiB, entries already there",
+  mirrorPtes:
+    "gpu: mirrorPtes (array form), one call per 512-page leaf, populated 1 GiB, into an empty table",
+  mirrorPtesAgain: "gpu: mirrorPtes (array form), populated 1 GiB, entries already there",
   deviceFault: "gpu: core.deviceFault of a populated 1 GiB (walk + mirrorPte)",
+  deviceFaultArray: "gpu: core.deviceFault of a populated 1 GiB, array form (walk + mirrorPtes)",
 } as const;
 
 let sink = 0;
@@ -93,6 +97,36 @@ export function addGpuCases(bench: Bench): { mirrorBytes4k: number; mirrorBytes2
   bench.add(GPU_CASES.deviceFault, n, () => {
     t4k.core.deviceFault(t4k.dev, t4k.p, base, base + GiB, false);
   });
+
+  // The array form as the core calls it: one call per leaf, with the core's two scratch arrays,
+  // refilled before each call (the refill, a 2 KiB typed copy, is timed with the call).
+  const arr = gpuOnGiB(false, { callbackMode: "array" });
+  const leafFrames: Int32Array[] = [];
+  for (let b = 0; b < n / 512; b++) {
+    const f = new Int32Array(512);
+    for (let i = 0; i < 512; i++)
+      f[i] = (arr.drv.translate(arr.mmId, arr.base + (b * 512 + i) * 4096, false) | 0) >>> 0;
+    leafFrames.push(f);
+  }
+  const scratchPfns = new Int32Array(512);
+  const scratchFlags = new Int32Array(512).fill(flags);
+  const mirrorArray = () => {
+    for (let b = 0; b < leafFrames.length; b++) {
+      scratchPfns.set(leafFrames[b]);
+      arr.drv.mirrorPtes(arr.mmId, arr.base + b * 512 * 4096, 512, scratchPfns, scratchFlags);
+    }
+  };
+  bench.addWithSetup(
+    GPU_CASES.mirrorPtes,
+    n,
+    () => arr.drv.invalidate(arr.mmId, arr.base, arr.base + GiB, MmuNotifyEvent.CLEAR, null),
+    mirrorArray,
+  );
+  bench.add(GPU_CASES.mirrorPtesAgain, n, mirrorArray);
+  const arrFault = gpuOnGiB(false, { callbackMode: "array" });
+  bench.add(GPU_CASES.deviceFaultArray, n, () => {
+    arrFault.core.deviceFault(arrFault.dev, arrFault.p, arrFault.base, arrFault.base + GiB, false);
+  });
   const thp = gpuOnGiB(true);
   bench.add(GPU_CASES.translateHuge, n, () => {
     let s = 0;
@@ -107,7 +141,10 @@ export function addGpuCases(bench: Bench): { mirrorBytes4k: number; mirrorBytes2
  * faulted a populated 1 GiB, of 4 KiB pages or (`huge`) of THPs (512 2 MiB entries), and its
  * mirror bytes.
  */
-function gpuOnGiB(huge: boolean): {
+function gpuOnGiB(
+  huge: boolean,
+  config: Record<string, unknown> = {},
+): {
   bytes: number;
   core: HmmCore;
   dev: Device;
@@ -117,7 +154,13 @@ function gpuOnGiB(huge: boolean): {
   base: number;
 } {
   const { core, machine } = createHmm({ machine: { contentMode: "tag", memoryBytes: 1.25 * GiB } });
-  const dev = core.addDevice(gpu, { name: "gpu0", memoryPages: 512, migrate: "none", prefetch: false });
+  const dev = core.addDevice(gpu, {
+    name: "gpu0",
+    memoryPages: 512,
+    migrate: "none",
+    prefetch: false,
+    ...config,
+  });
   const p = machine.createProcess();
   const base = populatedGiB(p, huge, huge ? 2 : 1);
   core.deviceFault(dev, p, base, base + GiB, false);

@@ -1,9 +1,9 @@
 import type { Machine } from "@hmmkit/mm";
 import type { DependencyContainer } from "tsyringe";
-import type { HmmDriver, HmmPlugin } from "./contract.js";
+import type { CallbackMode, HmmDriver, HmmPlugin } from "./contract.js";
 import { Device, type DeviceConfig, type DeviceContext, type DeviceDma } from "./device.js";
 import { DeviceMemory } from "./device-memory.js";
-import { type CallbackMode, DriverDispatcher } from "./dispatcher.js";
+import { DriverDispatcher } from "./dispatcher.js";
 import { type DriverError, describeThrown, HmmError } from "./errors.js";
 import { migrateOnCpuFault } from "./migrate-to-ram.js";
 import { parseDeviceConfig } from "./options.js";
@@ -69,7 +69,11 @@ export function constructDevice(
   const proto = p.driver.prototype as unknown as Record<string, unknown>;
   const hasPte = typeof proto.mirrorPte === "function";
   const hasArray = typeof proto.mirrorPtes === "function";
-  const mode: CallbackMode = want === "array" || (want === "auto" && !hasPte) ? "array" : "per-pte";
+  const preferred = p.callbackMode ?? "per-pte";
+  const mode: CallbackMode =
+    want === "array" || (want === "auto" && (!hasPte || (preferred === "array" && hasArray)))
+      ? "array"
+      : "per-pte";
   if ((mode === "array" && !hasArray) || (mode === "per-pte" && !hasPte)) {
     throw new HmmError(
       "EINVAL",

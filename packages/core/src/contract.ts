@@ -273,6 +273,9 @@ export interface HmmDriver {
 /** A driver class, constructed by the core through dependency injection (see tokens). */
 export type DriverClass = new (...args: never[]) => HmmDriver;
 
+/** How the core reports mirrored pages to a driver: mirrorPte per page, or mirrorPtes per leaf run. */
+export type CallbackMode = "per-pte" | "array";
+
 /** What a driver package exports (as `default` or `plugin`). */
 export interface HmmPlugin {
   /** Short name, used in messages and stats (`gpu`, `iotlb`). */
@@ -291,4 +294,10 @@ export interface HmmPlugin {
    * is refused.
    */
   readonly configKeys?: readonly string[];
+  /**
+   * The mirror form `callbackMode: "auto"` (the default) picks for this plugin's devices when its
+   * driver has both: "per-pte" (mirrorPte per page, the default) or "array" (mirrorPtes per leaf
+   * run). A device config's explicit callbackMode still wins.
+   */
+  readonly callbackMode?: CallbackMode;
 }

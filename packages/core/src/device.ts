@@ -1,7 +1,7 @@
 import type { Machine, Mm, MmuIntervalNotifier } from "@hmmkit/mm";
-import type { HmmDriver, HmmPlugin } from "./contract.js";
+import type { CallbackMode, HmmDriver, HmmPlugin } from "./contract.js";
 import type { DeviceMemory } from "./device-memory.js";
-import type { CallbackMode, DriverDispatcher } from "./dispatcher.js";
+import type { DriverDispatcher } from "./dispatcher.js";
 import { type DriverError, HmmError } from "./errors.js";
 import type { DeviceStats } from "./stats.js";
 

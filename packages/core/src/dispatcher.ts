@@ -1,14 +1,13 @@
 import type { Machine, MmuNotifyEvent } from "@hmmkit/mm";
 import { asyncReturn, hasIterator, isStepGenerator, isThenable } from "./callback-returns.js";
 import { type CallbackHolder, type CallbackScope, HELD, scopeOf } from "./callback-scope.js";
-import type { DeviceTranslation, HmmDriver } from "./contract.js";
+import type { CallbackMode, DeviceTranslation, HmmDriver } from "./contract.js";
 import type { DeviceFaultBatch } from "./device-access.js";
 import { type ContractViolation, DriverError, HmmError } from "./errors.js";
 import { type PteLoop, PteLoopState, pteLoopFor } from "./pte-loop.js";
 import type { DeviceStats } from "./stats.js";
 
 /** How the core reports pages to a driver. */
-export type CallbackMode = "per-pte" | "array";
 
 /** The copy a copy callback is asked to make: the only DMA it may do. */
 const NO_COPY = -2;

@@ -104,7 +104,8 @@ function injectionProblems(driver: DriverClass): string[] {
  * run, an unknown design, a driver that is not a class (e.g. an arrow function), or a driver
  * prototype without the required callbacks (invalidate, copyToDevice, copyFromDevice,
  * translations, and mirrorPte or mirrorPtes), a constructor parameter without `@inject(TOKEN)`,
- * a subclass that lost its base class's injections, or `configKeys` that is not a string list.
+ * a subclass that lost its base class's injections, `configKeys` that is not a string list, or a
+ * `callbackMode` that is not a form the driver implements.
  */
 export function validatePlugin(candidate: unknown, source = "<inline>"): HmmPlugin {
   const problems: string[] = [];
@@ -156,6 +157,16 @@ export function validatePlugin(candidate: unknown, source = "<inline>"): HmmPlug
     if (!Array.isArray(keys) || !keys.every((k) => typeof k === "string" && k.length > 0))
       problems.push(
         "'configKeys' must be an array of non-empty strings (the device config keys the driver reads)",
+      );
+  }
+  if (p.callbackMode !== undefined) {
+    const mode = p.callbackMode;
+    const proto = (typeof ctor === "function" ? ctor.prototype : null) as Record<string, unknown> | null;
+    if (mode !== "per-pte" && mode !== "array")
+      problems.push(`'callbackMode' must be "per-pte" or "array", got ${JSON.stringify(mode)}`);
+    else if (proto !== null && typeof proto[mode === "array" ? "mirrorPtes" : "mirrorPte"] !== "function")
+      problems.push(
+        `'callbackMode' is "${mode}" but the driver has no '${mode === "array" ? "mirrorPtes" : "mirrorPte"}'`,
       );
   }
   if (problems.length > 0) throw new PluginError(label, problems);

@@ -7,7 +7,7 @@ import {
   PluginError,
   validatePlugin,
 } from "../src/index.js";
-import { ArrayFakeDriver, RecordingFakeDriver } from "./fakes.js";
+import { ArrayFakeDriver, DualFormFakeDriver, RecordingFakeDriver } from "./fakes.js";
 import { makeSystem, thrown } from "./helpers.js";
 
 const good = {
@@ -47,6 +47,24 @@ describe("plugin validation", () => {
     expect(validatePlugin(good)).toBe(good);
     const arr = { ...good, driver: ArrayFakeDriver };
     expect(validatePlugin(arr, "pkg")).toBe(arr);
+  });
+
+  it("a plugin may name the form 'auto' picks; a form its driver lacks, or an unknown one, is refused", () => {
+    const sys = makeSystem();
+    const dual = { ...good, name: "dual-fake", driver: DualFormFakeDriver };
+    expect(sys.core.addDevice(dual, { name: "d0" }).callbackMode).toBe("per-pte");
+    const prefersArray = { ...dual, callbackMode: "array" };
+    expect(sys.core.addDevice(prefersArray, { name: "d1" }).callbackMode).toBe("array");
+    // The device config still wins.
+    expect(sys.core.addDevice(prefersArray, { name: "d2", callbackMode: "per-pte" }).callbackMode).toBe(
+      "per-pte",
+    );
+    expect(problemsOf({ ...good, callbackMode: "array" }).message).toContain(
+      `'callbackMode' is "array" but the driver has no 'mirrorPtes'`,
+    );
+    expect(problemsOf({ ...good, callbackMode: "batched" }).message).toContain(
+      `'callbackMode' must be "per-pte" or "array", got "batched"`,
+    );
   });
 
   it("a plugin without a name is refused, and the message names where it came from", () => {

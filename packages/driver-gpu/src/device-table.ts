@@ -7,16 +7,18 @@
  *   index), the hash chain link, the block's entry (> 0: a 2 MiB entry in the pte-encoding;
  *   < 0: -(leaf + 1); 0: none), the block's remote-access count (the access counters) and its
  *   residency record (+1, 0: none), found through a chained hash directory;
- * - leaves: 512 Int32 entries each in one array, recycled through a free stack (no per-leaf
+ * - leaves: 512 4 KiB entries each, as two arrays: the frame of each page (Int32) and its HMM_PFN_*
+ *   flags as the core reported them, low byte (VALID, WRITE, DEVICE_PRIVATE, EXCLUSIVE; 0: no
+ *   entry), so mirroring a run of pages is two typed copies; recycled through a free stack (no per-leaf
  *   count: an invalidation that clears part of a leaf looks for a surviving entry instead).
  *
  * Two one-entry caches keep the hot paths off the hash: the translation cache (the block the
  * device's last access hit) and the mirror cache (the leaf the last mirrorPte wrote). Any change
  * of a block's entry word resets both, so neither ever points at a stale leaf.
  */
-import { TRANSLATE_MISS } from "@hmmkit/core";
+import { HMM_PFN_DEVICE_PRIVATE, HMM_PFN_WRITE, TRANSLATE_MISS } from "@hmmkit/core";
 import { B_ACCESS, B_AUX, B_ENTRY, B_MM, B_VB, BLOCK_STRIDE, BlockDirectory } from "./block-directory.js";
-import { encodePte } from "./pte-encoding.js";
+import { encodePte, PTE_DEVICE, PTE_PFN_MUL, PTE_WRITE, pteHmmFlags, ptePfn } from "./pte-encoding.js";
 import type { Residency } from "./residency.js";
 
 /** Bytes of one 2 MiB VA block. */
@@ -24,14 +26,17 @@ export const BLOCK_BYTES = 2 * 1024 * 1024;
 /** 4 KiB pages per VA block. */
 export const BLOCK_PAGES = 512;
 
-/** Bytes of one leaf: 512 Int32 entries. */
-export const LEAF_BYTES = BLOCK_PAGES * 4;
+/** Bytes of one leaf: 512 frames (Int32) and 512 flag bytes. */
+export const LEAF_BYTES = BLOCK_PAGES * 5;
 
 const NONE = -1;
 /** Remote accesses a block counts up to (keeps the counters small integers). */
 const COUNT_CAP = 2 ** 29;
 const BLOCK_SIZE = BLOCK_BYTES;
 const MISS = TRANSLATE_MISS;
+// The HMM_PFN_* flags translate reads in a leaf's flag byte.
+const LEAF_WRITE = HMM_PFN_WRITE;
+const LEAF_DEVICE = HMM_PFN_DEVICE_PRIVATE;
 
 /** What the table holds for one page (see {@link DeviceTable.entryAt}). */
 export interface PageEntryHolder {
@@ -42,7 +47,10 @@ export interface PageEntryHolder {
 /** The device page table of one GPU (all address spaces it mirrors). */
 export class DeviceTable {
   private readonly dir: BlockDirectory;
+  /** The frame of each 4 KiB entry of each leaf. */
   private leaves: Int32Array;
+  /** The flags of each 4 KiB entry (HMM_PFN_* low byte), 0 for none. */
+  private leafFlags: Uint8Array;
   private leafFree: Int32Array;
   private nLeafFree = 0;
   private leafTop = 0;
@@ -79,6 +87,7 @@ export class DeviceTable {
   ) {
     this.dir = new BlockDirectory(initialBlocks);
     this.leaves = new Int32Array(16 * BLOCK_PAGES);
+    this.leafFlags = new Uint8Array(16 * BLOCK_PAGES);
     this.leafFree = new Int32Array(16);
   }
 
@@ -106,7 +115,9 @@ export class DeviceTable {
 
   /** Bytes allocated for the table, spare capacity included. */
   capacityBytes(): number {
-    return this.dir.capacityBytes() + this.leaves.byteLength + this.leafFree.byteLength;
+    return (
+      this.dir.capacityBytes() + this.leaves.byteLength + this.leafFlags.byteLength + this.leafFree.byteLength
+    );
   }
 
   // ---- block records ----------------------------------------------------------------------
@@ -151,6 +162,9 @@ export class DeviceTable {
       const l = new Int32Array(n * BLOCK_PAGES);
       l.set(this.leaves);
       this.leaves = l;
+      const lf = new Uint8Array(n * BLOCK_PAGES);
+      lf.set(this.leafFlags);
+      this.leafFlags = lf;
       const f = new Int32Array(n);
       f.set(this.leafFree);
       this.leafFree = f;
@@ -160,13 +174,14 @@ export class DeviceTable {
 
   /** Whether the leaf at entry offset `p` holds no entry. */
   private leafEmpty(p: number): boolean {
-    const leaves = this.leaves;
-    for (let i = p; i < p + BLOCK_PAGES; i++) if (leaves[i] !== 0) return false;
+    const flags = this.leafFlags;
+    for (let i = p; i < p + BLOCK_PAGES; i++) if (flags[i] !== 0) return false;
     return true;
   }
 
   private freeLeaf(leaf: number): void {
     this.leaves.fill(0, leaf * BLOCK_PAGES, leaf * BLOCK_PAGES + BLOCK_PAGES);
+    this.leafFlags.fill(0, leaf * BLOCK_PAGES, leaf * BLOCK_PAGES + BLOCK_PAGES);
     this.leafFree[this.nLeafFree++] = leaf;
     this.nLeaves--;
     this.bytesChanged();
@@ -180,9 +195,11 @@ export class DeviceTable {
     this.flushCount();
     const leaf = this.allocLeaf();
     if (ent > 0) {
-      // Consecutive frames: each page's entry is the previous one's plus one pfn (8).
+      // Consecutive frames, the 2 MiB entry's flags on every page.
       const base = leaf * BLOCK_PAGES;
-      for (let i = 0; i < BLOCK_PAGES; i++) this.leaves[base + i] = ent + i * 8;
+      const pfn = ptePfn(ent);
+      for (let i = 0; i < BLOCK_PAGES; i++) this.leaves[base + i] = pfn + i;
+      this.leafFlags.fill(pteHmmFlags(ent), base, base + BLOCK_PAGES);
       this.nHuge--;
       this.splits++;
     }
@@ -231,20 +248,22 @@ export class DeviceTable {
       off = va - this.tLo;
     }
     const ent = this.tEnt;
-    let e: number;
     let pfn: number;
     if (ent < 0) {
-      e = this.leaves[this.tBase + (off >>> 12)];
-      if (e === 0) return MISS;
-      pfn = (e >>> 3) - 1;
+      // A leaf: the page's flags, then its frame.
+      const p = this.tBase + (off >>> 12);
+      const f = this.leafFlags[p];
+      if (f === 0) return MISS;
+      if (write && (f & LEAF_WRITE) === 0) return MISS;
+      pfn = this.leaves[p];
+      if ((f & LEAF_DEVICE) !== 0) return -2 - pfn;
     } else {
+      // A 2 MiB entry (pte-encoding.ts).
       if (ent === 0) return MISS;
-      e = ent;
-      pfn = (e >>> 3) - 1 + (off >>> 12);
+      if (write && (ent & PTE_WRITE) === 0) return MISS;
+      pfn = (ent >>> 4) + (off >>> 12);
+      if ((ent & PTE_DEVICE) !== 0) return -2 - pfn;
     }
-    // Bit 0: writable; bit 1: a frame of device memory (pte-encoding.ts).
-    if (write && (e & 1) === 0) return MISS;
-    if ((e & 2) !== 0) return -2 - pfn;
     // Remote accesses are counted only for the access-counter policy (a load and a branch
     // otherwise, no store per access).
     if (this.counting && --this.tBudget === 0) return this.accessReached(pfn);
@@ -299,16 +318,16 @@ export class DeviceTable {
       off = va - this.mLo;
     }
     const pos = this.mBase + (off >>> 12);
-    const leaves = this.leaves;
-    // encodePte, inlined: HMM_PFN_WRITE (bit 1), DEVICE_PRIVATE (bit 4) and EXCLUSIVE (bit 6) move
-    // to bits 0, 1 and 2.
-    leaves[pos] = (pfn + 1) * 8 + (((flags >> 1) & 1) | ((flags >> 3) & 2) | ((flags >> 4) & 4));
+    this.leaves[pos] = pfn;
+    // The Uint8 store keeps the flags' low byte, where every HMM_PFN_* flag is (the order is above).
+    this.leafFlags[pos] = flags;
   }
 
   /**
    * Mirror `count` consecutive 4 KiB entries from `va` (HmmDriver.mirrorPtes): the pages of one
-   * CPU leaf table, so of one VA block; the block's leaf is found once, then one typed store per
-   * page. A run that crosses a block boundary (never from the core) goes page by page.
+   * CPU leaf table, so of one VA block; the block's leaf is found once, then the frames and the
+   * flags are two typed copies (native `set`, no loop per page here). A run that crosses a block
+   * boundary (never from the core) goes page by page.
    */
   setPtes(mmId: number, va: number, count: number, pfns: Int32Array, flags: Int32Array): void {
     const off = va % BLOCK_SIZE;
@@ -318,12 +337,10 @@ export class DeviceTable {
       return;
     }
     if (mmId !== this.mMm || va - off !== this.mLo) this.loadMirror(mmId, (va - off) / BLOCK_SIZE);
-    const leaves = this.leaves;
-    const pos = (this.mBase + off / 4096) | 0;
-    for (let i = 0; i < count; i++) {
-      const f = flags[i];
-      leaves[pos + i] = (pfns[i] + 1) * 8 + (((f >> 1) & 1) | ((f >> 3) & 2) | ((f >> 4) & 4));
-    }
+    const first = (this.mBase + off / 4096) | 0;
+    this.leaves.set(count === pfns.length ? pfns : pfns.subarray(0, count), first);
+    // Int32 to Uint8: each flag word's low byte, as setPte stores it.
+    this.leafFlags.set(count === flags.length ? flags : flags.subarray(0, count), first);
   }
 
   /** Mirror-cache miss: find or make the leaf of (mmId, vb). */
@@ -396,13 +413,21 @@ export class DeviceTable {
       this.dir.blk[o + B_ENTRY] = 0;
       this.nHuge--;
       dropped = BLOCK_PAGES;
+    } else if (ent < 0 && lo === 0 && hi === BLOCK_PAGES) {
+      // The whole leaf goes: count its entries, then free it (two fills).
+      const leaf = -1 - ent;
+      const flags = this.leafFlags;
+      for (let i = leaf * BLOCK_PAGES, e = i + BLOCK_PAGES; i < e; i++) if (flags[i] !== 0) dropped++;
+      this.freeLeaf(leaf);
+      this.dir.blk[o + B_ENTRY] = 0;
     } else {
       const leaf = this.leafOf(b);
-      const leaves = this.leaves;
+      const flags = this.leafFlags;
       const p = leaf * BLOCK_PAGES;
       for (let i = lo; i < hi; i++) {
-        if (leaves[p + i] !== 0) {
-          leaves[p + i] = 0;
+        if (flags[p + i] !== 0) {
+          flags[p + i] = 0;
+          this.leaves[p + i] = 0;
           dropped++;
         }
       }
@@ -449,8 +474,14 @@ export class DeviceTable {
     if (b === NONE) return 0;
     const ent = this.dir.blk[b * BLOCK_STRIDE + B_ENTRY];
     const i = Math.floor((va - vb * BLOCK_SIZE) / 4096);
-    if (ent < 0) return this.leaves[(-1 - ent) * BLOCK_PAGES + i];
-    return ent === 0 ? 0 : ent + i * 8;
+    if (ent < 0) return this.leafEntry((-1 - ent) * BLOCK_PAGES + i);
+    return ent === 0 ? 0 : ent + i * PTE_PFN_MUL;
+  }
+
+  /** The 4 KiB entry at leaf offset `p`, encoded as a 2 MiB one is (pte-encoding.ts), 0 for none. */
+  private leafEntry(p: number): number {
+    const f = this.leafFlags[p];
+    return f === 0 ? 0 : encodePte(this.leaves[p], f);
   }
 
   /** Whether block (mmId, vb) is one 2 MiB entry. */
@@ -465,8 +496,10 @@ export class DeviceTable {
     const b = this.find(mmId, vb);
     if (b === NONE) return;
     const ent = this.dir.blk[b * BLOCK_STRIDE + B_ENTRY];
-    if (ent < 0) out.set(this.leaves.subarray((-1 - ent) * BLOCK_PAGES, -ent * BLOCK_PAGES));
-    else if (ent > 0) for (let i = 0; i < BLOCK_PAGES; i++) out[i] = ent + i * 8;
+    if (ent < 0) {
+      const p = (-1 - ent) * BLOCK_PAGES;
+      for (let i = 0; i < BLOCK_PAGES; i++) out[i] = this.leafEntry(p + i);
+    } else if (ent > 0) for (let i = 0; i < BLOCK_PAGES; i++) out[i] = ent + i * PTE_PFN_MUL;
   }
 
   /** The remote accesses counted for block (mmId, vb). */
@@ -524,7 +557,7 @@ export class DeviceTable {
       else if (ent < 0) {
         const p = (-1 - ent) * BLOCK_PAGES;
         for (let i = 0; i < BLOCK_PAGES; i++) {
-          const e = this.leaves[p + i];
+          const e = this.leafEntry(p + i);
           if (e !== 0) visit(mm, base + i * 4096, e, 0);
         }
       }
@@ -536,6 +569,7 @@ export class DeviceTable {
     this.tBlock = NONE;
     this.dir.clear();
     this.leaves.fill(0);
+    this.leafFlags.fill(0);
     this.nLeafFree = 0;
     this.leafTop = 0;
     this.nLeaves = 0;

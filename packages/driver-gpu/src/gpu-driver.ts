@@ -33,7 +33,7 @@ export class GpuDriver implements HmmDriver, FaultServiceHost {
   /** Residency records of migrated blocks (eviction order, thrashing). */
   readonly residency: Residency;
   /** Counters only this driver has (see GpuStats). */
-  readonly gpuStats = new GpuStats();
+  private readonly counters = new GpuStats();
   readonly compound: boolean;
   evicting = false;
   private readonly service: FaultService;
@@ -50,7 +50,7 @@ export class GpuDriver implements HmmDriver, FaultServiceHost {
     if (frames - 1 > PTE_MAX_PFN)
       throw new HmmError(
         "EINVAL",
-        `gpu device ${ctx.name}: ${frames} frames exceed the device page table's ${PTE_MAX_PFN + 1} (2^28 - 1: 1 TiB of 4 KiB frames)`,
+        `gpu device ${ctx.name}: ${frames} frames exceed the device page table's ${PTE_MAX_PFN + 1} (2^27: 512 GiB of 4 KiB frames)`,
         "BAD_CONFIG",
       );
     this.compound = ctx.config.compoundMigration === true;
@@ -73,11 +73,22 @@ export class GpuDriver implements HmmDriver, FaultServiceHost {
     return this.table.liveBytes() + this.residency.liveBytes();
   }
 
+  /** Report the live bytes (DeviceStats.mirrorBytes); the table calls it whenever they change. */
   reportBytes(): void {
     this.ctx.stats.setMirrorBytes(this.liveBytes());
-    this.gpuStats.capacityBytes = this.table.capacityBytes() + this.residency.capacityBytes();
-    this.gpuStats.hugeSplits = this.table.splits;
-    this.gpuStats.accessNotifications = this.table.notified;
+  }
+
+  /**
+   * The gpu's own counters (GpuStats). The ones the table and the residency records keep
+   * (capacityBytes, hugeSplits, accessNotifications) are brought up to date when this is read,
+   * not on every change.
+   */
+  get gpuStats(): GpuStats {
+    const s = this.counters;
+    s.capacityBytes = this.table.capacityBytes() + this.residency.capacityBytes();
+    s.hugeSplits = this.table.splits;
+    s.accessNotifications = this.table.notified;
+    return s;
   }
 
   // ---- the core's callbacks -------------------------------------------------------------------

@@ -1,4 +1,14 @@
-import { DeviceAccesses, MmuNotifyEvent, TRANSLATE_MISS } from "@hmmkit/core";
+import {
+  DeviceAccesses,
+  deviceFrameResult,
+  HMM_PFN_DEVICE_PRIVATE,
+  HMM_PFN_DIRTY,
+  HMM_PFN_EXCLUSIVE,
+  HMM_PFN_VALID,
+  HMM_PFN_WRITE,
+  MmuNotifyEvent,
+  TRANSLATE_MISS,
+} from "@hmmkit/core";
 import { describe, expect, it } from "vitest";
 import { BLOCK_RECORD_BYTES, BUCKET_BYTES, LEAF_BYTES } from "../src/index.js";
 import { BLOCK, expectCoherent, GiB, MiB, makeGpu, mmapHuge, mmapSmall, PAGE } from "./helpers.js";
@@ -84,7 +94,7 @@ describe("gpu device page table", () => {
     s.p.touch(small, GiB, true, 1);
     s.core.deviceFault(s.dev, s.p, small, small + GiB, false);
     const at4k = 512 * (BLOCK_RECORD_BYTES + BUCKET_BYTES + LEAF_BYTES);
-    expect(at4k).toBe(1_062_912);
+    expect(at4k).toBe(1_325_056);
     expect(s.dev.stats.mirrorBytes).toBe(at4k);
     expect(s.dev.stats.mirrorBytes).toBeLessThanOrEqual(2.1 * MiB);
     s.core.unbind(s.dev, s.p);
@@ -122,6 +132,40 @@ describe("gpu device page table", () => {
     expect(ts).toHaveLength(1024 - 8);
     expect(s.drv.translate(s.p.mm.id, base + 2 * PAGE, false)).toBe(TRANSLATE_MISS);
     expect(expectCoherent(s.core, s.dev)).toBe(1024 - 8);
+  });
+
+  it("the array form keeps each page's own flags, frame 0 included, and takes a run across a block boundary page by page", () => {
+    const s = makeGpu({ migrate: "none" });
+    const mmId = s.p.mm.id;
+    const va = 0x7f00_0000_0000 + BLOCK - 4 * PAGE; // 4 pages before a block boundary, 4 after
+    const pfns = Int32Array.from([0, 11, 12, 13, 14, 15, 16, 17]);
+    const f = [
+      HMM_PFN_VALID,
+      HMM_PFN_VALID | HMM_PFN_WRITE,
+      HMM_PFN_VALID | HMM_PFN_WRITE | HMM_PFN_EXCLUSIVE,
+      HMM_PFN_VALID | HMM_PFN_DEVICE_PRIVATE,
+      HMM_PFN_VALID | HMM_PFN_WRITE | HMM_PFN_DIRTY,
+      HMM_PFN_VALID,
+      HMM_PFN_VALID | HMM_PFN_WRITE | HMM_PFN_DEVICE_PRIVATE,
+      HMM_PFN_VALID,
+    ];
+    s.drv.mirrorPtes(mmId, va, 8, pfns, Int32Array.from(f));
+    const write = (i: number) => (f[i] & HMM_PFN_WRITE) !== 0;
+    const local = (i: number) => (f[i] & HMM_PFN_DEVICE_PRIVATE) !== 0;
+    for (let i = 0; i < 8; i++) {
+      const want = local(i) ? deviceFrameResult(pfns[i]) : pfns[i];
+      expect(s.drv.translate(mmId, va + i * PAGE, false)).toBe(want);
+      expect(s.drv.translate(mmId, va + i * PAGE, true)).toBe(write(i) ? want : TRANSLATE_MISS);
+    }
+    const ts = s.core.translations(s.dev).sort((a, b) => a.va - b.va);
+    expect(ts.map((t) => t.pfn)).toEqual([...pfns]);
+    expect(ts.map((t) => t.exclusive)).toEqual(f.map((x) => (x & HMM_PFN_EXCLUSIVE) !== 0));
+    expect(s.drv.table.nLeaves).toBe(2);
+    // Shorter runs inside one block land where they belong, next to what is there.
+    s.drv.mirrorPtes(mmId, va + 8 * PAGE, 2, Int32Array.from([40, 41, 99]), Int32Array.from([1, 1, 1]));
+    expect(s.drv.translate(mmId, va + 9 * PAGE, false)).toBe(41);
+    expect(s.drv.translate(mmId, va + 10 * PAGE, false)).toBe(TRANSLATE_MISS);
+    expect(s.drv.translate(mmId, va + 7 * PAGE, false)).toBe(17);
   });
 
   it("device-exclusive entries translate to the system frame and go when the CPU takes the page back", () => {

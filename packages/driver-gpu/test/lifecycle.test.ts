@@ -14,7 +14,10 @@ import { describe, expect, it } from "vitest";
 import gpuDefault, { GPU_CONFIG_KEYS, GpuDriver, parseGpuOptions, plugin } from "../src/index.js";
 import { BLOCK, expectCoherent, hashOfStamp, MiB, makeGpu, mmapHuge, mmapSmall, PAGE } from "./helpers.js";
 
-/** A deliberately broken gpu driver: mirrorPte throws after `throwAfter` calls. */
+/**
+ * A deliberately broken gpu driver: mirrorPte throws after `throwAfter` pages, and so does
+ * mirrorPtes once its run reaches that page (after mirroring the run's pages before it).
+ */
 @injectable()
 class ThrowingMirrorGpuFakeDriver extends GpuDriver {
   private calls = 0;
@@ -25,6 +28,12 @@ class ThrowingMirrorGpuFakeDriver extends GpuDriver {
     if (++this.calls > (this.ctx.config.throwAfter as number))
       throw new Error(`broken mirrorPte, call ${this.calls}`);
     super.mirrorPte(mmId, va, pfn, flags);
+  }
+  override mirrorPtes(mmId: number, va: number, count: number, pfns: Int32Array, flags: Int32Array): void {
+    const ok = Math.max(0, Math.min(count, (this.ctx.config.throwAfter as number) - this.calls));
+    if (ok > 0) super.mirrorPtes(mmId, va, ok, pfns, flags);
+    this.calls += ok;
+    if (ok < count) throw new Error(`broken mirrorPtes, page ${this.calls + 1}`);
   }
 }
 
@@ -150,30 +159,35 @@ describe("gpu coherence with the CPU page table", () => {
 });
 
 describe("gpu driver failure containment", () => {
-  it("a driver that throws in mirrorPte in the middle of a batch fails only its device, and no data is lost", () => {
-    const s = makeGpu({ migrate: "first-touch", prefetch: false, throwAfter: 600 }, {}, brokenPlugin);
-    const other = s.core.addDevice(plugin, { name: "gpu1", memoryPages: 1024, migrate: "none" });
-    const pages = 1024;
-    const base = mmapSmall(s.p, pages * PAGE);
-    for (let i = 0; i < pages; i++) s.p.writeStamp(base + i * PAGE, PAGE, 10_000 + i);
-    const acc = new DeviceAccesses();
-    for (let i = 0; i < pages; i++) acc.write(base + i * PAGE, 20_000 + i);
-    const r = s.core.runDevice(s.dev, s.p, acc, { wave: 256 });
-    expect(r.deviceFailure).toBeInstanceOf(DriverError);
-    expect(String(r.deviceFailure)).toMatch(/mirrorPte.*broken mirrorPte, call 601/);
-    expect(s.dev.state).toBe("failed");
-    expect(r.completed).toBe(512);
-    expect(r.cancelled).toBe(512);
-    // Every page is where the CPU can read it, with the last write that completed.
-    expect(s.dev.memory.used).toBe(0);
-    for (let i = 0; i < pages; i++) {
-      const want = acc.done[i] === 1 ? 20_000 + i : 10_000 + i;
-      expect(s.p.readPageHash(base + i * PAGE), `page ${i}`).toBe(hashOfStamp(want) >>> 0);
-    }
-    // The other device goes on.
-    const acc2 = new DeviceAccesses();
-    acc2.read(base);
-    expect(s.core.runDevice(other, s.p, acc2).completed).toBe(1);
-    expect(acc2.seen[0]).toBe(hashOfStamp(20_000) >>> 0);
-  });
+  for (const callbackMode of ["per-pte", "array"] as const)
+    it(`a driver that throws in the middle of a batch (${callbackMode} form) fails only its device, and no data is lost`, () => {
+      const s = makeGpu(
+        { migrate: "first-touch", prefetch: false, throwAfter: 600, callbackMode },
+        {},
+        brokenPlugin,
+      );
+      const other = s.core.addDevice(plugin, { name: "gpu1", memoryPages: 1024, migrate: "none" });
+      const pages = 1024;
+      const base = mmapSmall(s.p, pages * PAGE);
+      for (let i = 0; i < pages; i++) s.p.writeStamp(base + i * PAGE, PAGE, 10_000 + i);
+      const acc = new DeviceAccesses();
+      for (let i = 0; i < pages; i++) acc.write(base + i * PAGE, 20_000 + i);
+      const r = s.core.runDevice(s.dev, s.p, acc, { wave: 256 });
+      expect(r.deviceFailure).toBeInstanceOf(DriverError);
+      expect(String(r.deviceFailure)).toMatch(/mirrorPtes?.*broken mirrorPtes?, (call|page) 601/);
+      expect(s.dev.state).toBe("failed");
+      expect(r.completed).toBe(512);
+      expect(r.cancelled).toBe(512);
+      // Every page is where the CPU can read it, with the last write that completed.
+      expect(s.dev.memory.used).toBe(0);
+      for (let i = 0; i < pages; i++) {
+        const want = acc.done[i] === 1 ? 20_000 + i : 10_000 + i;
+        expect(s.p.readPageHash(base + i * PAGE), `page ${i}`).toBe(hashOfStamp(want) >>> 0);
+      }
+      // The other device goes on.
+      const acc2 = new DeviceAccesses();
+      acc2.read(base);
+      expect(s.core.runDevice(other, s.p, acc2).completed).toBe(1);
+      expect(acc2.seen[0]).toBe(hashOfStamp(20_000) >>> 0);
+    });
 });
