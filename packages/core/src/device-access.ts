@@ -1,4 +1,4 @@
-import { hex, PAGE_SIZE, TASK_SIZE } from "@hmmkit/mm";
+import { alignDown, hex, PAGE_SIZE, TASK_SIZE } from "@hmmkit/mm";
 import { HmmError } from "./errors.js";
 
 /** A device access that reads its page. */
@@ -97,7 +97,7 @@ export class DeviceAccesses {
       );
     if (this.count === this.va.length) this.grow();
     const i = this.count++;
-    this.va[i] = va - (va % PAGE_SIZE);
+    this.va[i] = alignDown(va, PAGE_SIZE);
     this.kind[i] = kind;
     this.stamp[i] = stamp | 0;
   }

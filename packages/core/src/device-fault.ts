@@ -1,4 +1,5 @@
 import {
+  alignDown,
   ENTRY_DEVICE_PRIVATE,
   ENTRY_KIND_MASK,
   ENTRY_MIGRATION,
@@ -230,8 +231,7 @@ export class DeviceFaultOp {
 
   /** End of the chunk that starts at `va` (the next PMD boundary, or the end). */
   chunkEnd(va: number): number {
-    const pmdEnd = va - (va % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
-    return Math.min(pmdEnd, this.end);
+    return Math.min(alignDown(va, HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE, this.end);
   }
 
   /** read_begin, then walk and fault [va, chunkEnd). Returns the sequence, or -1 to wait for a migration. */
@@ -266,15 +266,16 @@ export class DeviceFaultOp {
     const chunk = this.chunk;
     let ok: boolean;
     let pages: number;
+    const pmd = Math.floor(va / HPAGE_PMD_SIZE);
     if (chunk.kind === CHUNK_SEG_HUGE) {
-      ok = disp.mirrorPmd(this.mm.id, va - (va % HPAGE_PMD_SIZE), chunk.hugePfn, chunk.hugeFlags);
+      ok = disp.mirrorPmd(this.mm.id, pmd * HPAGE_PMD_SIZE, chunk.hugePfn, chunk.hugeFlags);
       pages = 512;
     } else {
       ok = disp.mirrorRange(this.mm.id, va, chunk.count, this.mm.pt.ptePfn, chunk.pos, chunk.flags, 0);
       pages = chunk.count;
     }
     if (!ok) throw disp.failure!;
-    this.reported?.add(Math.floor(va / HPAGE_PMD_SIZE));
+    this.reported?.add(pmd);
     this.result.pages += pages;
     this.result.reportedReadOnly += chunk.readOnly;
     dev.stats.pagesMirrored += pages;

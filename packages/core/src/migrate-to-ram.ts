@@ -1,4 +1,5 @@
 import {
+  alignDown,
   ENTRY_DEVICE_PRIVATE,
   ENTRY_KIND_MASK,
   HPAGE_PMD_NR,
@@ -140,7 +141,7 @@ function copyHome(dev: Device, mm: Mm, va: number, dpfn: number, spfn: number): 
 export function migrateOnCpuFault(dev: Device, mm: Mm, va: number, dpfn: number): number {
   dev.stats.cpuFaultsOnDevicePages++;
   if (devicePmdSlot(dev, mm, va) >= 0) {
-    const haddr = va - (va % HPAGE_PMD_SIZE);
+    const haddr = alignDown(va, HPAGE_PMD_SIZE);
     const thp = mm.machine.pool.tryAllocHuge();
     if (thp >= 0 && migrateBack(dev, mm, haddr, haddr + HPAGE_PMD_SIZE, false, thp).migrated > 0)
       return VM_FAULT_OK;

@@ -1,4 +1,5 @@
 import {
+  alignDown,
   ENTRY_DEVICE_PRIVATE,
   ENTRY_KIND_MASK,
   entryOwner,
@@ -67,7 +68,7 @@ export function* pieces(mm: Mm, start: number, end: number, op: string): Generat
       const why = vma === null ? "no mapping at" : `PROT_NONE mapping ${vma} at`;
       throw new HmmError("EINVAL", `${op}: ${why} ${hex(a)}${done}`);
     }
-    const pmdEnd = a - (a % HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
+    const pmdEnd = alignDown(a, HPAGE_PMD_SIZE) + HPAGE_PMD_SIZE;
     const next = Math.min(end, vma.end, pmdEnd);
     yield [a, next];
     a = next;

@@ -330,7 +330,7 @@ export class DeviceTable {
    * boundary (never from the core) goes page by page.
    */
   setPtes(mmId: number, va: number, count: number, pfns: Int32Array, flags: Int32Array): void {
-    const off = va % BLOCK_SIZE;
+    const off = va - Math.floor(va / BLOCK_SIZE) * BLOCK_SIZE;
     if (count <= 0) return;
     if (off + count * 4096 > BLOCK_SIZE) {
       for (let i = 0; i < count; i++) this.setPte(mmId, va + i * 4096, pfns[i], flags[i]);
