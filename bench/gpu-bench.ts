@@ -61,7 +61,7 @@ export function addGpuCases(bench: Bench): { mirrorBytes4k: number; mirrorBytes2
   // Each access-path case runs on a device of its own: the cases that call the driver directly
   // (translate, mirrorPte) and the fault case leave its table as they found it, but not its
   // caches and leaf order, and a run is measured on a device only runs touch.
-  const t4k = gpuOnGiB(false);
+  const t4k = gpuOnGiB(false, { callbackMode: "per-pte" });
   const { drv, mmId, base } = t4k;
   bench.add(GPU_CASES.translate, n, () => {
     let s = 0;
