@@ -102,6 +102,8 @@ function issueLoop(
     const k = kinds[i];
     const v = addrs[i];
     const r = driver.translate!(mm, v, k !== 0);
+    // The remote and local branches are written out alike on purpose: each is straight-line code
+    // on its own store (tag mode's reads of system frames need no call at all).
     if (r >= 0) {
       // (r | 0) === r rejects fractions and huge values (free when r is known to be an int).
       if (r >= ns || (r | 0) !== r) {
