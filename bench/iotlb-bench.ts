@@ -19,7 +19,11 @@ export const IOTLB_CASES = {
  * of its frame, the frame's content token stored in `seen`, `done` set. Own machine, tag mode.
  * Items are accesses.
  */
-export function addIotlbCases(bench: Bench): { faults: number; mirrorBytes4k: number; mirrorBytes2m: number } {
+export function addIotlbCases(bench: Bench): {
+  faults: number;
+  mirrorBytes4k: number;
+  mirrorBytes2m: number;
+} {
   const { core, machine } = createHmm({
     machine: { contentMode: "tag", memoryBytes: 2 * GiB + 256 * 1024 * 1024 },
   });

@@ -240,7 +240,12 @@ row(GPU_CASES.deviceFaultArray, GPU_CASES.deviceFault);
 for (const [name, bytes, limit, text] of [
   ["gpu: mirror bytes per GiB mirrored at 4 KiB", gpuMirror.mirrorBytes4k, 2.1 * 1024 * 1024, "<= 2.1 MiB"],
   ["gpu: mirror bytes per GiB mirrored with 2 MiB entries", gpuMirror.mirrorBytes2m, 16 * 1024, "<= 16 KiB"],
-  ["iotlb: mirror bytes after 1 GiB faulted at 4 KiB", iotlbWarm.mirrorBytes4k, 2.1 * 1024 * 1024, "<= 2.1 MiB"],
+  [
+    "iotlb: mirror bytes after 1 GiB faulted at 4 KiB",
+    iotlbWarm.mirrorBytes4k,
+    2.1 * 1024 * 1024,
+    "<= 2.1 MiB",
+  ],
   ["iotlb: mirror bytes after 1 GiB of THP streamed", iotlbWarm.mirrorBytes2m, 16 * 1024, "<= 16 KiB"],
 ] as const) {
   const met = bytes <= limit;
