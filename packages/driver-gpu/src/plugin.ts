@@ -12,8 +12,8 @@ export const plugin: HmmPlugin = {
     "GPU-like device: own device page table (4 KiB and 2 MiB entries), fault batches per 2 MiB VA block, UVM-style prefetch, migration policies, LRU/clock eviction, thrashing pins",
   configKeys: GPU_CONFIG_KEYS,
   // A fault reaches the table a leaf run at a time: two typed copies per run instead of a call
-  // per page (1.6x the whole fault's rate on 1 GiB; see the README). `callbackMode: "per-pte"`
-  // in a device config still picks mirrorPte.
+  // per page (about 2x the whole fault's rate on 1 GiB; see the README). `callbackMode:
+  // "per-pte"` in a device config still picks mirrorPte.
   callbackMode: "array",
 };
 
