@@ -17,6 +17,7 @@ export const ROWS: readonly RowDef[] = [
   { label: "deviceFault calls", value: (r) => n(s(r, "deviceFaults")) },
   { label: "fault batches", value: (r) => n(s(r, "faultBatches")) },
   { label: "per-PTE callbacks", value: (r) => n(s(r, "pteCallbacks")) },
+  { label: "array callbacks (runs)", value: (r) => n(s(r, "arrayCallbacks")) },
   { label: "huge (PMD) callbacks", value: (r) => n(s(r, "pmdCallbacks")) },
   { label: "migrations to device", value: (r) => n(s(r, "migratedToDevice")) },
   { label: "migrations to RAM", value: (r) => n(s(r, "migratedToRam")) },
