@@ -19,10 +19,8 @@ import {
   CANCEL_ERRNOS,
   DEVICE_ATOMIC,
   DEVICE_READ,
-  DEVICE_WRITE,
   type DeviceAccesses,
   DeviceFaultBatch,
-  TRANSLATE_MISS,
 } from "./device-access.js";
 import type { DeviceFaultResult } from "./device-fault.js";
 import type { Steps } from "./scheduler.js";
@@ -95,10 +93,8 @@ export interface DeviceFaultService {
 }
 
 const READ = DEVICE_READ;
-const WRITE_ACCESS = DEVICE_WRITE;
 
-/** Access states in `DeviceAccesses.done`. */
-const DONE = 1;
+/** An access cancelled, in `DeviceAccesses.done` (the loop sets 1 for done). */
 const CANCELLED = 2;
 
 /**
@@ -223,8 +219,6 @@ export class DeviceRun implements LoopHost {
     const acc = this.acc;
     const d = this.dev.dispatcher;
     const c = this.loop.counts;
-    const pool = this.mm.machine.pool;
-    const memory = this.dev.memory;
     const cap = this.batch.capacity;
     let threw = false;
     let thrown: unknown;
@@ -234,25 +228,7 @@ export class DeviceRun implements LoopHost {
       // The try is out here, not in the loop: a try around the loop keeps its counters in tagged
       // stack slots.
       try {
-        i = this.issueLoop(
-          this,
-          d.driver,
-          this.mm.id,
-          i,
-          end,
-          acc.va,
-          acc.kind,
-          acc.stamp,
-          acc.seen,
-          acc.done,
-          pool.content,
-          pool.content.tagTokens,
-          pool.nframes,
-          memory.content,
-          memory.npages,
-          this.verify,
-          this.loop,
-        );
+        i = this.runLoop(i, end);
       } catch (e) {
         threw = true;
         thrown = e;
@@ -274,6 +250,32 @@ export class DeviceRun implements LoopHost {
     }
     if (d.endTranslate(prev, acc.va[Math.min(i, end - 1)], threw, thrown)) this.reportBreach();
     return i;
+  }
+
+  /** One call of the issue loop over accesses [i, end) (see issueLoop); returns where it stopped. */
+  private runLoop(i: number, end: number): number {
+    const acc = this.acc;
+    const pool = this.mm.machine.pool;
+    const memory = this.dev.memory;
+    return this.issueLoop(
+      this,
+      this.dev.dispatcher.driver,
+      this.mm.id,
+      i,
+      end,
+      acc.va,
+      acc.kind,
+      acc.stamp,
+      acc.seen,
+      acc.done,
+      pool.content,
+      pool.content.tagTokens,
+      pool.nframes,
+      memory.content,
+      memory.npages,
+      this.verify,
+      this.loop,
+    );
   }
 
   private countHits(hits: number, remote: number, local: number): void {
@@ -340,43 +342,6 @@ export class DeviceRun implements LoopHost {
     b.accessIndex[k] = i;
     this.faults++;
     this.dev.stats.accessFaults++;
-  }
-
-  /**
-   * Complete access `i` against translate result `r`. False (with `bad` set) for a result that
-   * names no frame or that the CPU page table contradicts.
-   */
-  private complete(i: number, r: number): boolean {
-    const acc = this.acc;
-    const k = acc.kind[i];
-    const v = acc.va[i];
-    const write = k !== READ;
-    let store: { hash(pfn: number): number; stamp(pfn: number, stamp: number): void };
-    let pfn: number;
-    if (r >= 0) {
-      if (!Number.isInteger(r) || r >= this.mm.machine.pool.nframes) return this.frameBreach(v, r);
-      store = this.mm.machine.pool.content;
-      pfn = r;
-      this.dev.stats.remoteAccesses++;
-    } else {
-      pfn = -2 - r;
-      if (!Number.isInteger(pfn) || pfn >= this.dev.memory.npages) return this.frameBreach(v, r);
-      store = this.dev.memory.content;
-      this.dev.stats.localAccesses++;
-    }
-    if (this.verify) {
-      const why = checkTranslation(this.mm, this.dev.ownerId, v, write, r);
-      if (why !== null) {
-        this.bad = { code: "DRIVER_STALE", va: v, why };
-        return false;
-      }
-    }
-    if (k !== WRITE_ACCESS) acc.seen[i] = store.hash(pfn);
-    if (write) store.stamp(pfn, acc.stamp[i]);
-    acc.done[i] = DONE;
-    this.completed++;
-    this.dev.stats.accesses++;
-    return true;
   }
 
   /** Record a translate result that names no frame. */
@@ -455,18 +420,19 @@ export class DeviceRun implements LoopHost {
     }
   }
 
-  /** Replay the stalled accesses; those that miss again fault again (until the buffer is full). */
+  /**
+   * Replay the stalled accesses; those that miss again fault again (until the buffer is full).
+   * Each replay is one access through the issue loop, so an access completes the same way
+   * whether it hit at once or after its fault.
+   */
   private replay(): void {
     const acc = this.acc;
     const d = this.dev.dispatcher;
-    const drv = d.driver;
     const stats = this.dev.stats;
-    const mmId = this.mm.id;
+    const c = this.loop.counts;
     const batch = this.batch;
     const cap = batch.capacity;
     let nn = 0;
-    let hits = 0;
-    let misses = 0;
     let threw = false;
     let thrown: unknown;
     let j = 0;
@@ -484,28 +450,30 @@ export class DeviceRun implements LoopHost {
         }
         this.replays++;
         stats.replays++;
-        const r = drv.translate!(mmId, acc.va[i], acc.kind[i] !== READ);
-        if (r === TRANSLATE_MISS) {
-          misses++;
-          const round = this.rounds[j] + 1;
-          if (round >= MAX_FAULT_ROUNDS) {
-            stuck = i;
-            break;
-          }
-          this.nextRounds[nn] = round;
-          this.next[nn++] = i;
-          this.raise(i);
-        } else {
-          hits++;
-          if (!this.complete(i, r)) break;
+        if (this.runLoop(i, i + 1) > i) {
+          this.countHits(c[LOOP_HITS], c[LOOP_REMOTE], c[LOOP_LOCAL]);
+          continue;
         }
+        const stop = c[LOOP_STOP];
+        if (stop !== LOOP_STOP_MISS) {
+          if (stop === LOOP_STOP_FRAME) this.frameBreach(acc.va[i], c[LOOP_RESULT]);
+          break;
+        }
+        stats.translationMisses++;
+        const round = this.rounds[j] + 1;
+        if (round >= MAX_FAULT_ROUNDS) {
+          stuck = i;
+          break;
+        }
+        this.nextRounds[nn] = round;
+        this.next[nn++] = i;
+        this.raise(i);
       }
     } catch (e) {
+      // The access that threw did not complete (a loop of one access has nothing to recount).
       threw = true;
       thrown = e;
     }
-    stats.translationHits += hits;
-    stats.translationMisses += misses;
     const okScope = d.endTranslate(prev, acc.va[this.pending[Math.min(j, this.npending - 1)]], threw, thrown);
     if (okScope) this.reportBreach();
     if (stuck >= 0 && this.active()) {

@@ -4,7 +4,14 @@ import { inject, injectable } from "tsyringe";
 import { describe, expect, it } from "vitest";
 import { BIND_MIN_ACCESSES } from "../src/access-loop.js";
 import { compileBound } from "../src/compile-per-class.js";
-import { DEVICE_ATOMIC, DEVICE_READ, DEVICE_WRITE, DeviceAccesses, DriverError } from "../src/index.js";
+import {
+  DEVICE_ATOMIC,
+  DEVICE_READ,
+  DEVICE_WRITE,
+  DeviceAccesses,
+  DriverError,
+  TRANSLATE_MISS,
+} from "../src/index.js";
 import {
   PAGE,
   StaleTranslatingFakeDriver,
@@ -27,8 +34,12 @@ class FrameLyingFakeDriver extends TranslatingFakeDriver {
   ) {
     super(ctx, config);
   }
+  /** Lie only once the page is mirrored: the access misses, faults, and gets the lie on its replay. */
+  lieOnReplay = false;
   override translate(mmId: number, va: number, write: boolean): number {
-    return va === this.lieAt ? this.lie : super.translate(mmId, va, write);
+    const r = super.translate(mmId, va, write);
+    if (va !== this.lieAt || (this.lieOnReplay && r === TRANSLATE_MISS)) return r;
+    return this.lie;
   }
 }
 
@@ -196,6 +207,24 @@ for (const [tier, n] of [
         expect(dev.stats.accesses).toBe(firstUse);
       });
     }
+
+    it("a result naming no frame on the replay after a fault fails the device (DRIVER_FRAME) there too", () => {
+      const sys = makeSystem({ contentMode: "tag" });
+      const p = sys.machine.createProcess();
+      const s = mixedStream(p, n);
+      const { dev, drv } = addFake(sys.core, "dev0", FrameLyingFakeDriver as never);
+      const liar = drv as FrameLyingFakeDriver;
+      liar.lieAt = s.readBase + 7 * PAGE;
+      liar.lie = 1 << 20;
+      liar.lieOnReplay = true;
+      const r = sys.core.runDevice(dev, p.mm, s.acc);
+      expect((r.deviceFailure as DriverError).code).toBe("DRIVER_FRAME");
+      expect(r.deviceFailure!.message).toContain(hex(liar.lieAt));
+      expect(r.completed + r.cancelled).toBe(n);
+      // Nothing completed on the lie: no access to that page is done.
+      for (let k = 0; k < n; k++) if (s.acc.va[k] === liar.lieAt) expect(s.acc.done[k]).toBe(2);
+      expect(dev.stats.accesses).toBe(r.completed);
+    });
 
     it("strict checking catches a stale translation in the middle of the stream", () => {
       const sys = makeSystem({ contentMode: "tag" });
