@@ -36,6 +36,9 @@ interface Case {
 
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 
+/** Interleaved rounds a case is timed in, by default (see Bench.run). */
+export const BENCH_ROUNDS = 15;
+
 /** Cases measured together. */
 export class Bench {
   private readonly cases: Case[] = [];
@@ -55,8 +58,13 @@ export class Bench {
     return this;
   }
 
-  /** Warm every case up, then time `rounds` interleaved rounds of about `sampleMs` per case. */
-  run(rounds = 9, sampleMs = 25, warmupMs = 300): Map<string, Measurement> {
+  /**
+   * Warm every case up, then time `rounds` interleaved rounds of about `sampleMs` per case. Fifteen
+   * rounds by default: with nine, the access-path ratios of repeated runs on a quiet 2-core
+   * machine spread from 0.18x to 0.35x (a round or two still before V8 finished compiling a
+   * case's loop, or under a neighbour's load); with fifteen, within 0.31x-0.33x.
+   */
+  run(rounds = BENCH_ROUNDS, sampleMs = 25, warmupMs = 300): Map<string, Measurement> {
     for (const c of this.cases) {
       const t = now();
       let calls = 0;

@@ -16,7 +16,7 @@ import {
 } from "@hmmkit/mm";
 import { addFaultCases, FAULT_CASES } from "./fault-bench.js";
 import { addGpuCases, GPU_CASES, gpuSink } from "./gpu-bench.js";
-import { Bench, fmtRate, type Measurement, rate } from "./harness.js";
+import { BENCH_ROUNDS, Bench, fmtRate, type Measurement, rate } from "./harness.js";
 import { addIotlbCases, IOTLB_CASES } from "./iotlb-bench.js";
 import { addLegacyCases, LEGACY_CASES } from "./legacy-bench.js";
 import { addThpMigrationCases, THP_MIGRATION_CASES } from "./thp-migration-bench.js";
@@ -202,7 +202,7 @@ for (const s of vmaSetups) addVmaCase(bench, vmaName(s.count), s);
 
 results = bench.run();
 console.log(
-  `\nhmmkit benchmarks (node ${process.version}); best of 9 interleaved rounds; ratios are rates relative to a baseline measured in this run\n`,
+  `\nhmmkit benchmarks (node ${process.version}); best of ${BENCH_ROUNDS} interleaved rounds; ratios are rates relative to a baseline measured in this run\n`,
 );
 row(scan, scan);
 row(scanCall, scan);

@@ -9,6 +9,7 @@ import type { Containment } from "./containment.js";
 import type { Device, DeviceBinding } from "./device.js";
 import { HmmError } from "./errors.js";
 import { countInvalidatedPages } from "./invalidate-count.js";
+import { PmdSet } from "./pmd-set.js";
 
 /** The device's interval notifier on `mm` (created on first use, covering all of user space). */
 export function bindMm(containment: Containment, dev: Device, mm: Mm): DeviceBinding {
@@ -18,7 +19,7 @@ export function bindMm(containment: Containment, dev: Device, mm: Mm): DeviceBin
   const notifier = mm.notifiers.insert(0, TASK_SIZE, {
     invalidate: (sub, range, curSeq) => onInvalidate(containment, dev, mm, sub, range, curSeq),
   });
-  b = { mm, notifier, reported: new Set() };
+  b = { mm, notifier, reported: new PmdSet() };
   dev.bindings.set(mm.id, b);
   return b;
 }

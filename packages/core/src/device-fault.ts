@@ -21,6 +21,7 @@ import {
 import type { Device } from "./device.js";
 import { HmmError } from "./errors.js";
 import { HMM_PFN_ORDER_SHIFT, hmmFlagsOfDevicePrivate, hmmFlagsOfPresent } from "./flags.js";
+import type { PmdSet } from "./pmd-set.js";
 import { checkRange } from "./range.js";
 import type { Steps } from "./scheduler.js";
 
@@ -221,7 +222,7 @@ export class DeviceFaultOp {
     readonly end: number,
     readonly write: boolean,
     /** PMD indices of the regions reported to the device in `mm` (DeviceBinding.reported). */
-    private readonly reported: Set<number> | null = null,
+    private readonly reported: PmdSet | null = null,
   ) {
     checkRange("device fault", start, end);
     if (mm.exited) throw new HmmError("EFAULT", `device fault: address space ${mm.id} has exited`);

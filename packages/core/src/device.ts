@@ -3,6 +3,7 @@ import type { CallbackMode, HmmDriver, HmmPlugin } from "./contract.js";
 import type { DeviceMemory } from "./device-memory.js";
 import type { DriverDispatcher } from "./dispatcher.js";
 import { type DriverError, HmmError } from "./errors.js";
+import type { PmdSet } from "./pmd-set.js";
 import type { DeviceStats } from "./stats.js";
 
 /**
@@ -82,7 +83,7 @@ export interface DeviceBinding {
    * PMD indices (va / 2 MiB) of the regions the core reported pages of to this device in `mm`:
    * what invalidation counts are bounded by (per region, never per page).
    */
-  readonly reported: Set<number>;
+  readonly reported: PmdSet;
 }
 
 /** A device attached to the HMM core. */

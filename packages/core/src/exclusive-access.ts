@@ -1,6 +1,7 @@
 import { HPAGE_PMD_SIZE, type Mm, makeDeviceExclusive, PAGE_SIZE } from "@hmmkit/mm";
 import type { Device } from "./device.js";
 import { HMM_PFN_EXCLUSIVE, HMM_PFN_VALID, HMM_PFN_WRITE } from "./flags.js";
+import type { PmdSet } from "./pmd-set.js";
 
 /**
  * make_device_exclusive on each page of [start, end) for `dev`, reporting each to its driver as
@@ -10,7 +11,7 @@ import { HMM_PFN_EXCLUSIVE, HMM_PFN_VALID, HMM_PFN_WRITE } from "./flags.js";
 export function makeExclusiveRange(
   dev: Device,
   mm: Mm,
-  reported: Set<number>,
+  reported: PmdSet,
   start: number,
   end: number,
 ): number {

@@ -26,6 +26,7 @@ export * from "./hmm-core.js";
 export type { MigrateResult } from "./migration.js";
 export * from "./mmap-lock.js";
 export * from "./plugin.js";
+export { PmdSet } from "./pmd-set.js";
 export * from "./range.js";
 export * from "./scheduler.js";
 export * from "./snapshot.js";

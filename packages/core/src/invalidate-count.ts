@@ -10,6 +10,7 @@ import {
   type Mm,
   PAGE_SIZE,
 } from "@hmmkit/mm";
+import type { PmdSet } from "./pmd-set.js";
 
 // Module-local copies of the entry encoding for the per-page loop (see device-fault.ts).
 const DEVICE_EXCLUSIVE = ENTRY_DEVICE_EXCLUSIVE;
@@ -62,7 +63,7 @@ function countInPmd(mm: Mm, owner: number, start: number, end: number): number {
 export function countInvalidatedPages(
   mm: Mm,
   owner: number,
-  reported: ReadonlySet<number>,
+  reported: PmdSet,
   start: number,
   end: number,
 ): number {
@@ -75,10 +76,6 @@ export function countInvalidatedPages(
     const b = Math.min(end, (k + 1) * HPAGE_PMD_SIZE);
     count += countInPmd(mm, owner, a, b);
   };
-  if (reported.size <= last - first + 1) {
-    for (const k of reported) if (k >= first && k <= last) one(k);
-  } else {
-    for (let k = first; k <= last; k++) if (reported.has(k)) one(k);
-  }
+  reported.forEachIn(first, last, one);
   return count;
 }

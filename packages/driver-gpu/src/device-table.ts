@@ -61,7 +61,10 @@ export class DeviceTable {
 
   // Translation cache (the device TLB's last block): its mm, first address and block index.
   private tMm = NONE;
-  private tLo = -BLOCK_BYTES;
+  // First addresses are doubles from the start (-Infinity: no block), never a small integer the
+  // first load turns into a double (V8 would change the object's shape, and deoptimize the
+  // loops that inlined translate).
+  private tLo = Number.NEGATIVE_INFINITY;
   private tBlock = NONE;
   private tEnt = 0;
   private tBase = 0;
@@ -69,7 +72,7 @@ export class DeviceTable {
   private tLimit = COUNT_CAP;
   // Mirror cache (the leaf the last mirrorPte wrote): its mm, first address and block index.
   private mMm = NONE;
-  private mLo = -BLOCK_BYTES;
+  private mLo = Number.NEGATIVE_INFINITY;
   private mBase = 0;
 
   /** Remote accesses after which a block asks to migrate (0: never, no access-counter policy). */
@@ -225,11 +228,11 @@ export class DeviceTable {
   resetCaches(): void {
     this.flushCount();
     this.tMm = NONE;
-    this.tLo = -BLOCK_SIZE;
+    this.tLo = Number.NEGATIVE_INFINITY;
     this.tBlock = NONE;
     this.tEnt = 0;
     this.mMm = NONE;
-    this.mLo = -BLOCK_SIZE;
+    this.mLo = Number.NEGATIVE_INFINITY;
   }
 
   // ---- the hot paths --------------------------------------------------------------------------

@@ -102,7 +102,9 @@ export class DeviceTlb {
   // entry is always the most recently used one (a hit on any other entry replaces it, and every
   // fill clears it), so its recorded tick orders it right against all the others.
   private l0Mm = -1;
-  private l0First = 0;
+  // A double from the start (page numbers pass 2^31): V8 would otherwise change the object's
+  // shape at the first such fill, and deoptimize the loops that inlined the lookup.
+  private l0First = Number.NEGATIVE_INFINITY;
   private l0Pages = 0;
   private l0Pfn = 0;
   private l0Flags = 0;
