@@ -297,7 +297,8 @@ export interface HmmPlugin {
   /**
    * The mirror form `callbackMode: "auto"` (the default) picks for this plugin's devices when its
    * driver has both: "per-pte" (mirrorPte per page, the default) or "array" (mirrorPtes per leaf
-   * run). A device config's explicit callbackMode still wins.
+   * run, the shape in which hmm_range_fault hands a kernel driver its range->hmm_pfns). A device
+   * config's explicit callbackMode still wins.
    */
   readonly callbackMode?: CallbackMode;
 }

@@ -348,13 +348,12 @@ export class DeviceRun implements LoopHost {
   }
 
   /** Record a translate result that names no frame. */
-  private frameBreach(va: number, r: number): false {
+  private frameBreach(va: number, r: number): void {
     this.bad = {
       code: "DRIVER_FRAME",
       va,
       why: `translate(${hex(va)}) returned ${String(r)}, which names no frame (a system pfn 0..${this.mm.machine.pool.nframes - 1}, deviceFrameResult(dpfn) for dpfn 0..${this.dev.memory.npages - 1}, or TRANSLATE_MISS)`,
     };
-    return false;
   }
 
   private reportBreach(): void {

@@ -1,7 +1,11 @@
+import { HPAGE_PMD_SIZE, TASK_SIZE } from "@hmmkit/mm";
+
 /** PMDs per chunk: 2^18 (512 GiB of address space), one bit each, in 8,192 Uint32 words (32 KiB). */
 const CHUNK_SHIFT = 18;
 const CHUNK_MASK = (1 << CHUNK_SHIFT) - 1;
 const CHUNK_WORDS = (1 << CHUNK_SHIFT) >>> 5;
+/** The last PMD index of user space. */
+const MAX_PMD = Math.floor((TASK_SIZE - 1) / HPAGE_PMD_SIZE);
 
 /**
  * A set of PMD indices (va / 2 MiB; user space has 2^26 of them): a bitmap in 32 KiB chunks made
@@ -39,11 +43,13 @@ export class PmdSet {
 
   /** Call `visit` for every member in [first, last], in increasing order. */
   forEachIn(first: number, last: number, visit: (pmd: number) => void): void {
-    const keys = [...this.chunks.keys()].sort((a, b) => a - b);
-    for (const key of keys) {
+    if (this.size === 0 || last < first) return;
+    // At most 256 chunk keys in user space: walk the range's keys, in order, no list to sort.
+    const k1 = Math.min(last, MAX_PMD) >>> CHUNK_SHIFT;
+    for (let key = Math.max(first, 0) >>> CHUNK_SHIFT; key <= k1; key++) {
+      const c = this.chunks.get(key);
+      if (c === undefined) continue;
       const base = key << CHUNK_SHIFT;
-      if (base > last || base + CHUNK_MASK < first) continue;
-      const c = this.chunks.get(key)!;
       const w0 = Math.max(first - base, 0) >>> 5;
       const w1 = Math.min(last - base, CHUNK_MASK) >>> 5;
       for (let w = w0; w <= w1; w++) {

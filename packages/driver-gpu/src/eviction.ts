@@ -19,7 +19,8 @@ export interface EvictionHost {
   readonly core: HmmCore;
   readonly table: DeviceTable;
   readonly residency: Residency;
-  readonly gpuStats: GpuStats;
+  /** The gpu's counters as kept (GpuDriver.counters). */
+  readonly counters: GpuStats;
   /** The driver's Device (looked up on first use: it does not exist while the driver is built). */
   device(): Device;
   /** Set while the driver evicts (copyFromDevice then is not a CPU bounce). */
@@ -64,7 +65,7 @@ export function* makeRoom(h: EvictionHost, need: number, keep: number, epoch: nu
       }
     }
     h.device().stats.evictions += moved;
-    if (moved > 0) h.gpuStats.evictedBlocks++;
+    if (moved > 0) h.counters.evictedBlocks++;
     if (h.residency.block(v) === b) {
       h.residency.free(v);
       h.table.clearAux(b);

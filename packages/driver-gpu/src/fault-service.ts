@@ -92,8 +92,8 @@ export class FaultService {
     const h = this.h;
     h.table.resetCaches();
     this.epoch++;
-    h.gpuStats.batches++;
-    h.gpuStats.faultEntries += batch.count;
+    h.counters.batches++;
+    h.counters.faultEntries += batch.count;
     this.ensure(batch.capacity);
     const done = new Set<number>();
     for (let k = 0; k < batch.count; k++) {
@@ -126,7 +126,7 @@ export class FaultService {
         this.uWrite[nu] = 0;
         this.uFirst[nu] = j;
         nu++;
-      } else h.gpuStats.duplicateFaults++;
+      } else h.counters.duplicateFaults++;
       this.uEnd[nu - 1] = j + 1;
       if (batch.isWrite(k)) this.uWrite[nu - 1] = 1;
     }
@@ -147,7 +147,7 @@ export class FaultService {
 
   private cancelPage(batch: DeviceFaultBatch, u: number, errno: CancelErrno): void {
     for (let j = this.uFirst[u]; j < this.uEnd[u]; j++) batch.cancel(this.order[j], errno);
-    this.h.gpuStats.cancelled += this.uEnd[u] - this.uFirst[u];
+    this.h.counters.cancelled += this.uEnd[u] - this.uFirst[u];
   }
 
   /** Pages of block `vb` inside readable VMAs (`allowed`) and inside private ones (`migratable`). */
@@ -170,7 +170,7 @@ export class FaultService {
     const h = this.h;
     const o = h.options;
     const table = h.table;
-    h.gpuStats.blocksServiced++;
+    h.counters.blocksServiced++;
     const faulted = this.faulted;
     const writeMask = this.writeMask;
     faulted.fill(0);
@@ -188,7 +188,7 @@ export class FaultService {
     if (migrate && o.thrashing && aux >= 0) {
       if (h.residency.pinned(aux, this.epoch)) {
         migrate = false;
-        h.gpuStats.pinnedFaults += u1 - u0;
+        h.counters.pinnedFaults += u1 - u0;
       } else {
         const r = h.residency.noteMigration(
           aux,
@@ -197,10 +197,10 @@ export class FaultService {
           o.thrashingWindow,
           o.thrashingPinBatches,
         );
-        if (r !== BOUNCE_NONE) h.gpuStats.thrashingBounces++;
+        if (r !== BOUNCE_NONE) h.counters.thrashingBounces++;
         if (r === BOUNCE_PINNED) {
-          h.gpuStats.thrashingPins++;
-          h.gpuStats.pinnedFaults += u1 - u0;
+          h.counters.thrashingPins++;
+          h.counters.pinnedFaults += u1 - u0;
           migrate = false;
         }
       }
@@ -270,7 +270,7 @@ export class FaultService {
       }
       let j = i + 1;
       while (j < BLOCK_PAGES && want[j]) j++;
-      h.gpuStats.migrateCalls++;
+      h.counters.migrateCalls++;
       try {
         const r: MigrateResult = yield* h.core.migrateToDeviceSteps(
           h.device(),
@@ -324,7 +324,7 @@ export class FaultService {
       }
       let j = i + 1;
       while (j < BLOCK_PAGES && want[j] === kind) j++;
-      h.gpuStats.remoteFaultCalls++;
+      h.counters.remoteFaultCalls++;
       try {
         yield* h.core.deviceFaultSteps(h.device(), mm, base + i * PAGE, base + j * PAGE, kind === 2);
         if (prefetched > 0) for (let k = i; k < j; k++) if (pf[k] && !faulted[k]) pfDone++;
@@ -351,7 +351,7 @@ export class FaultService {
       const write = this.uWrite[u] === 1;
       const e = h.table.entryAt(mm.id, va);
       if (e !== 0 && (!write || (e & PTE_WRITE) !== 0)) continue;
-      h.gpuStats.fallbackFaults++;
+      h.counters.fallbackFaults++;
       try {
         const r = yield* h.core.deviceFaultSteps(h.device(), mm, va, va + PAGE, write);
         if (write && r.reportedReadOnly > 0) {

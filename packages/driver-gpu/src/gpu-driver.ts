@@ -32,8 +32,11 @@ export class GpuDriver implements HmmDriver, FaultServiceHost {
   readonly table: DeviceTable;
   /** Residency records of migrated blocks (eviction order, thrashing). */
   readonly residency: Residency;
-  /** Counters only this driver has (see GpuStats). */
-  private readonly counters = new GpuStats();
+  /**
+   * Counters only this driver has (see GpuStats), as the fault path keeps them; read `gpuStats`
+   * for them with the table's and residency's up to date.
+   */
+  readonly counters = new GpuStats();
   readonly compound: boolean;
   evicting = false;
   private readonly service: FaultService;
